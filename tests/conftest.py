@@ -1,0 +1,22 @@
+import jax
+import pytest
+
+# Parity is measured at full float32 matmul precision (TF32 on GPUs would blur it).
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+@pytest.fixture(autouse=True)
+def _highest_precision():
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(tmp_path_factory):
+    """A fresh folder per call under the session's temp root."""
+    counter = iter(range(10**6))
+
+    def make(name: str = "ckpt"):
+        return tmp_path_factory.mktemp(f"{name}{next(counter)}")
+
+    return make

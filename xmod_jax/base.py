@@ -1,0 +1,143 @@
+"""The shared base of every public module: fields, the one call signature, init and checkpoints.
+
+`from_pretrained` / `save_pretrained` are thin wrappers over `xmod_jax.loading`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from xmod_jax.config import XmodConfig
+from xmod_jax.inputs import ModelInputs, prepare_inputs
+from xmod_jax.layers import Dtype
+
+Params = dict[str, Any]
+
+
+class XmodPreTrainedModule(nn.Module):
+    """Fields: `config` (XmodConfig), `dtype` (computation), `param_dtype` (storage).
+
+    Call: `model.apply({"params": params}, input_ids=None, lang_ids=None, attention_mask=None,
+    token_type_ids=None, position_ids=None, inputs_embeds=None, output_hidden_states=False,
+    output_attentions=False, deterministic=True)`, dropout rng in `rngs={"dropout": key}`.
+    input_ids int [B, T] (`XmodForMultipleChoice`: [B, C, T]); lang_ids an int or int array of
+    shape [], [1] or [B] (None: `config.default_language`).
+    """
+
+    config: XmodConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    has_choices: ClassVar[bool] = False  # inputs carry a choice axis C
+    hf_architecture: ClassVar[str] = ""  # transformers class name written to config.json
+
+    def __call__(
+        self,
+        input_ids: Any = None,
+        lang_ids: Any = None,
+        attention_mask: Any = None,
+        token_type_ids: Any = None,
+        position_ids: Any = None,
+        inputs_embeds: Any = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        deterministic: bool = True,
+    ) -> Any:
+        inputs = prepare_inputs(
+            self.config,
+            input_ids=input_ids,
+            lang_ids=lang_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            has_choices=self.has_choices,
+        )
+        return self.forward(
+            inputs,
+            deterministic=deterministic,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+
+    def forward(
+        self,
+        inputs: ModelInputs,
+        *,
+        deterministic: bool,
+        output_hidden_states: bool,
+        output_attentions: bool,
+    ) -> Any:
+        raise NotImplementedError  # each public module defines its computation
+
+    # ------------------------------------------------------------------------ parameters
+    def dummy_inputs(self) -> dict[str, jax.Array]:
+        """The smallest valid inputs, for `init` and shape evaluation."""
+        shape = (1, 1, 1) if self.has_choices else (1, 1)
+        return {"input_ids": jnp.zeros(shape, jnp.int32), "lang_ids": jnp.zeros((1,), jnp.int32)}
+
+    def init_params(self, rng: jax.Array | int = 0) -> Params:
+        """Randomly initialised params (transformers' init scheme) as a plain nested dict."""
+        if isinstance(rng, int):
+            rng = jax.random.key(rng)
+        return _jitted_init(self)(rng)
+
+    def param_shapes(self) -> Params:
+        """`jax.ShapeDtypeStruct` tree of the params, without allocating them."""
+        return jax.eval_shape(_unboxed_init(self), jax.random.key(0))
+
+    # ----------------------------------------------------------------------- checkpoints
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        *,
+        dtype: Dtype = jnp.float32,
+        param_dtype: Dtype = jnp.float32,
+        num_labels: int | None = None,
+        id2label: Any = None,
+        default_language: str | None = None,
+        ignore_mismatched_sizes: bool = False,
+        seed: int = 0,
+        **module_fields: Any,
+    ) -> tuple[XmodPreTrainedModule, Params]:
+        """Load a transformers-layout folder -> (model, params); see `xmod_jax.loading`."""
+        from xmod_jax.loading import load_pretrained
+
+        return load_pretrained(
+            cls,
+            path,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            num_labels=num_labels,
+            id2label=id2label,
+            default_language=default_language,
+            ignore_mismatched_sizes=ignore_mismatched_sizes,
+            seed=seed,
+            module_fields=module_fields,
+        )
+
+    def save_pretrained(self, folder: str | os.PathLike, params: Params) -> None:
+        """Write `config.json` + `model.safetensors` that the matching transformers class loads."""
+        from xmod_jax.loading import save_pretrained
+
+        save_pretrained(self, params, folder)
+
+
+def _unboxed_init(model: XmodPreTrainedModule):
+    def init(rng: jax.Array) -> Params:
+        variables = model.init({"params": rng}, **model.dummy_inputs())
+        return nn.meta.unbox(variables["params"])
+
+    return init
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_init(model: XmodPreTrainedModule):
+    return jax.jit(_unboxed_init(model))

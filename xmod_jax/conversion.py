@@ -1,0 +1,175 @@
+"""transformers state dict <-> Flax params, with numpy only.
+
+The whole mapping is three things:
+  1. a rename table: Flax module paths equal transformers' module names except `layer_3` ->
+     `layer.3` and the leaf names below;
+  2. leaf rules: Linear `weight [out, in]` <-> `kernel [in..., out...]` (transpose, then reshape
+     to the kernel's axes, e.g. query `[D, N, H]`); LayerNorm `weight` <-> `scale`; Embedding
+     `weight` <-> `embedding`; biases reshaped (`[N*H]` <-> `[N, H]`);
+  3. adapter stacking: leaves with a `lang` logical axis gather one transformers tensor per language
+     (`...adapter_modules.<code>.dense1.weight`) along that axis, in `config.languages` order.
+Every transformers key is consumed at most once and every leaf filled exactly once; what is left
+over is reported, so the loader can decide what is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+Path = tuple[str, ...]
+AxisNames = tuple[str | None, ...]
+
+RENAMES: tuple[tuple[str, str], ...] = ((r"^layer_(\d+)$", r"layer.\1"),)
+LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}
+LANG_AXIS = "lang"
+ADAPTER_MODULE = "adapter_modules"
+
+
+@dataclasses.dataclass
+class ConversionResult:
+    """Filled leaves plus everything that did not fit: keys and (key, expected, found) shapes."""
+
+    params: dict[str, Any]
+    missing: dict[Path, list[str]]  # leaf path -> transformers keys not found
+    mismatched: dict[Path, list[tuple[str, tuple[int, ...], tuple[int, ...]]]]
+    unexpected: list[str]
+
+
+def iter_leaves(tree: Mapping[str, Any], prefix: Path = ()) -> Iterator[tuple[Path, Any]]:
+    """(path, leaf) pairs of a nested dict, in sorted key order."""
+    for key in sorted(tree):
+        value = tree[key]
+        if isinstance(value, Mapping):
+            yield from iter_leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+def set_leaf(tree: dict[str, Any], path: Path, value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def get_leaf(tree: Mapping[str, Any], path: Path) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def module_name(path: Path) -> str:
+    """Flax module path (without the leaf) -> transformers module name."""
+    parts = []
+    for part in path[:-1]:
+        for pattern, replacement in RENAMES:
+            part = re.sub(pattern, replacement, part)
+        parts.append(part)
+    return ".".join(parts)
+
+
+def hf_keys(path: Path, names: AxisNames, languages: Sequence[str]) -> list[str]:
+    """transformers key(s) of one leaf: one per language for a language-stacked leaf."""
+    leaf = LEAF_NAMES[path[-1]]
+    module = module_name(path)
+    if LANG_AXIS not in names:
+        return [f"{module}.{leaf}"]
+    head, sep, tail = module.partition(ADAPTER_MODULE)
+    assert sep, f"language-stacked leaf outside {ADAPTER_MODULE}: {path}"
+    return [f"{head}{ADAPTER_MODULE}.{code}{tail}.{leaf}" for code in languages]
+
+
+def _out_size(path: Path, shapes: Mapping[str, Any], names: AxisNames) -> int:
+    """Output features of a kernel: the size of its sibling bias (language axis removed)."""
+    bias = tuple(get_leaf(shapes, (*path[:-1], "bias")))
+    if LANG_AXIS in names:
+        bias = bias[1:]
+    return math.prod(bias)
+
+
+def hf_shape(path: Path, shape: Sequence[int], names: AxisNames, shapes: Mapping) -> tuple:
+    """Shape of one transformers tensor for a leaf of `shape` (one language's slice if stacked)."""
+    shape = tuple(shape)
+    if LANG_AXIS in names:
+        shape = shape[:names.index(LANG_AXIS)] + shape[names.index(LANG_AXIS) + 1:]
+    if path[-1] == "kernel":
+        out = _out_size(path, shapes, names)
+        return (out, math.prod(shape) // out)
+    if path[-1] == "bias":
+        return (math.prod(shape),)
+    return shape
+
+
+def _from_hf(path: Path, tensor: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    if path[-1] == "kernel":
+        tensor = tensor.T
+    return tensor.reshape(shape)
+
+
+def _to_hf(path: Path, leaf: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if path[-1] == "kernel":
+        return np.ascontiguousarray(leaf.reshape(shape[::-1]).T)
+    return np.ascontiguousarray(leaf.reshape(shape))
+
+
+def hf_to_params(
+    state: Mapping[str, np.ndarray],
+    shapes: Mapping[str, Any],
+    axes: Mapping[str, Any],
+    languages: Sequence[str],
+) -> ConversionResult:
+    """Fill every leaf of `shapes` (a tree of shape tuples) from a transformers state dict."""
+    remaining = dict(state)
+    params: dict[str, Any] = {}
+    missing: dict[Path, list[str]] = {}
+    mismatched: dict[Path, list] = {}
+    for path, shape in iter_leaves(shapes):
+        names = get_leaf(axes, path)
+        keys = hf_keys(path, names, languages)
+        expected = hf_shape(path, shape, names, shapes)
+        absent = [k for k in keys if k not in remaining]
+        if absent:
+            missing[path] = absent
+            for k in keys:
+                remaining.pop(k, None)
+            continue
+        tensors = [remaining.pop(k) for k in keys]
+        wrong = [(k, expected, tuple(t.shape)) for k, t in zip(keys, tensors) if t.shape != expected]
+        if wrong:
+            mismatched[path] = wrong
+            continue
+        if LANG_AXIS in names:
+            axis = names.index(LANG_AXIS)
+            sliced = tuple(shape[:axis]) + tuple(shape[axis + 1:])
+            leaf = np.stack([_from_hf(path, t, sliced) for t in tensors], axis=axis)
+        else:
+            leaf = _from_hf(path, tensors[0], shape)
+        set_leaf(params, path, leaf)
+    return ConversionResult(params, missing, mismatched, sorted(remaining))
+
+
+def params_to_hf(
+    params: Mapping[str, Any], axes: Mapping[str, Any], languages: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Flax params (any array type) -> transformers state dict of C-contiguous numpy arrays."""
+    shapes = {}
+    for path, leaf in iter_leaves(params):
+        set_leaf(shapes, path, tuple(np.shape(leaf)))
+    state: dict[str, np.ndarray] = {}
+    for path, leaf in iter_leaves(params):
+        names = get_leaf(axes, path)
+        leaf = np.asarray(leaf)
+        expected = hf_shape(path, leaf.shape, names, shapes)
+        keys = hf_keys(path, names, languages)
+        if LANG_AXIS in names:
+            axis = names.index(LANG_AXIS)
+            for index, key in enumerate(keys):
+                state[key] = _to_hf(path, np.take(leaf, index, axis=axis), expected)
+        else:
+            state[keys[0]] = _to_hf(path, leaf, expected)
+    return state

@@ -1,0 +1,209 @@
+"""Task heads over `XmodModel` (held as `roberta`, transformers' name): masked LM, sequence
+classification, multiple choice, token classification and extractive QA.
+
+Each public class only says which head it puts on the encoder output; validation, the call
+signature and checkpoint I/O come from `XmodPreTrainedModule`. Logits are float32 under any
+compute dtype. Axis legend as in `modeling.py`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from xmod_jax.activations import ACTIVATIONS
+from xmod_jax.base import XmodPreTrainedModule
+from xmod_jax.config import XmodConfig
+from xmod_jax.inputs import ModelInputs
+from xmod_jax.layers import Dtype, constant_init, dense, layer_norm
+from xmod_jax.modeling import XmodModel
+from xmod_jax.outputs import XmodLogitsOutput, XmodModelOutput, XmodQuestionAnsweringOutput
+
+
+def logits_dense(config: XmodConfig, features: int, param_dtype: Dtype, name: str):
+    """The last projection of a head, computed in float32 ("logits stay float32")."""
+    return dense(config, features, ("embed", "labels"), dtype=jnp.float32,
+                 param_dtype=param_dtype, name=name)  # fmt: skip
+
+
+def classifier_dropout_rate(config: XmodConfig) -> float:
+    """transformers: `classifier_dropout`, falling back to `hidden_dropout_prob`."""
+    if config.classifier_dropout is None:
+        return config.hidden_dropout_prob
+    return config.classifier_dropout
+
+
+class XmodLMHead(nn.Module):
+    """dense -> exact GELU -> layer_norm -> vocabulary logits (decoder tied to the word table).
+
+    With `tie_word_embeddings=False` the head owns `decoder` (kernel [D, V], bias [V]) and, as in
+    transformers, the top-level `bias` is then unused; it is kept so checkpoints round-trip.
+    """
+
+    config: XmodConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, word_table: jax.Array) -> jax.Array:
+        """x [B, T, D], word_table [V, D] -> float32 logits [B, T, V]."""
+        cfg, kw = self.config, {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        x = dense(cfg, cfg.hidden_size, ("embed", "mlp"), name="dense", **kw)(x)
+        x = ACTIVATIONS["gelu"](x)  # transformers hard-codes exact GELU here
+        x = layer_norm(cfg, name="layer_norm", **kw)(x)
+        bias = self.param("bias", constant_init(0.0, ("vocab",)), (cfg.vocab_size,),
+                          self.param_dtype)  # fmt: skip
+        if cfg.tie_word_embeddings:
+            logits = jnp.einsum("BTD,VD->BTV", x, word_table.astype(self.dtype),
+                                preferred_element_type=jnp.float32)  # fmt: skip
+            return logits + bias.astype(jnp.float32)
+        decoder = dense(cfg, cfg.vocab_size, ("embed", "vocab"), dtype=jnp.float32,
+                        param_dtype=self.param_dtype, name="decoder")  # fmt: skip
+        return decoder(x)
+
+
+class XmodClassificationHead(nn.Module):
+    """Sentence classification on the <s> token: dropout, dense, tanh, dropout, out_proj."""
+
+    config: XmodConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        """x [B, T, D] -> float32 logits [B, num_labels]."""
+        cfg = self.config
+        drop = nn.Dropout(classifier_dropout_rate(cfg), deterministic=deterministic)
+        h = drop(x[:, 0])  # [B, D]
+        h = dense(cfg, cfg.hidden_size, ("embed", "mlp"), dtype=self.dtype,
+                  param_dtype=self.param_dtype, name="dense")(h)  # fmt: skip
+        h = drop(jnp.tanh(h))
+        return logits_dense(cfg, cfg.num_labels, self.param_dtype, "out_proj")(h)
+
+
+class XmodHeadModel(XmodPreTrainedModule):
+    """Encoder (`roberta`) plus one head; subclasses define `head`."""
+
+    uses_pooler: ClassVar[bool] = False
+
+    def setup(self) -> None:
+        self.roberta = XmodModel(self.config, dtype=self.dtype, param_dtype=self.param_dtype,
+                                 add_pooling_layer=self.uses_pooler)  # fmt: skip
+        self.setup_head()
+
+    def setup_head(self) -> None:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        inputs: ModelInputs,
+        *,
+        deterministic: bool,
+        output_hidden_states: bool,
+        output_attentions: bool,
+    ):
+        encoded = self.roberta.forward(
+            inputs,
+            deterministic=deterministic,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        return self.head(encoded, inputs, deterministic)
+
+    def head(self, encoded: XmodModelOutput, inputs: ModelInputs, deterministic: bool):
+        raise NotImplementedError
+
+
+def _logits_output(logits: jax.Array, encoded: XmodModelOutput) -> XmodLogitsOutput:
+    return XmodLogitsOutput(logits, encoded.hidden_states, encoded.attentions)
+
+
+class XmodForMaskedLM(XmodHeadModel):
+    """Masked-LM logits float32 [B, T, V]."""
+
+    hf_architecture: ClassVar[str] = "XmodForMaskedLM"
+
+    def setup_head(self) -> None:
+        self.lm_head = XmodLMHead(self.config, dtype=self.dtype, param_dtype=self.param_dtype)
+
+    def head(self, encoded, inputs, deterministic):
+        table = self.roberta.word_embedding_table()
+        return _logits_output(self.lm_head(encoded.last_hidden_state, table), encoded)
+
+
+class XmodForSequenceClassification(XmodHeadModel):
+    """Sequence classification / regression logits float32 [B, num_labels] (no pooler)."""
+
+    hf_architecture: ClassVar[str] = "XmodForSequenceClassification"
+
+    def setup_head(self) -> None:
+        self.classifier = XmodClassificationHead(self.config, dtype=self.dtype,
+                                                 param_dtype=self.param_dtype)  # fmt: skip
+
+    def head(self, encoded, inputs, deterministic):
+        return _logits_output(self.classifier(encoded.last_hidden_state, deterministic), encoded)
+
+
+class XmodForTokenClassification(XmodHeadModel):
+    """Per-token logits float32 [B, T, num_labels]."""
+
+    hf_architecture: ClassVar[str] = "XmodForTokenClassification"
+
+    def setup_head(self) -> None:
+        self.dropout = nn.Dropout(classifier_dropout_rate(self.config))
+        self.classifier = logits_dense(self.config, self.config.num_labels, self.param_dtype,
+                                       "classifier")  # fmt: skip
+
+    def head(self, encoded, inputs, deterministic):
+        h = self.dropout(encoded.last_hidden_state, deterministic=deterministic)
+        return _logits_output(self.classifier(h), encoded)
+
+
+class XmodForMultipleChoice(XmodHeadModel):
+    """Choice scores float32 [B, C] from input_ids [B, C, T]; every choice of example b is
+    routed to lang_ids[b] (transformers tiles the ids instead, see the README)."""
+
+    hf_architecture: ClassVar[str] = "XmodForMultipleChoice"
+    has_choices: ClassVar[bool] = True
+    uses_pooler: ClassVar[bool] = True
+
+    def setup_head(self) -> None:
+        self.dropout = nn.Dropout(self.config.hidden_dropout_prob)  # not classifier_dropout
+        self.classifier = logits_dense(self.config, 1, self.param_dtype, "classifier")
+
+    def head(self, encoded, inputs, deterministic):
+        pooled = self.dropout(encoded.pooler_output, deterministic=deterministic)  # [B*C, D]
+        scores = self.classifier(pooled).reshape(-1, inputs.num_choices)  # [B, C]
+        return _logits_output(scores, encoded)
+
+
+class XmodForQuestionAnswering(XmodHeadModel):
+    """Span start / end logits float32 [B, T] (config.num_labels must be 2)."""
+
+    hf_architecture: ClassVar[str] = "XmodForQuestionAnswering"
+
+    def setup_head(self) -> None:
+        if self.config.num_labels != 2:
+            raise ValueError(
+                f"XmodForQuestionAnswering needs num_labels=2 (start, end), got "
+                f"{self.config.num_labels}"
+            )
+        self.qa_outputs = logits_dense(self.config, 2, self.param_dtype, "qa_outputs")
+
+    def head(self, encoded, inputs, deterministic):
+        logits = self.qa_outputs(encoded.last_hidden_state)  # [B, T, 2]
+        return XmodQuestionAnsweringOutput(
+            logits[..., 0], logits[..., 1], encoded.hidden_states, encoded.attentions
+        )
+
+
+HEAD_CLASSES = (
+    XmodForMaskedLM,
+    XmodForSequenceClassification,
+    XmodForMultipleChoice,
+    XmodForTokenClassification,
+    XmodForQuestionAnswering,
+)

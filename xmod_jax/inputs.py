@@ -1,0 +1,177 @@
+"""Checking and normalising the call arguments of every module, once, before any computation.
+
+Shape checks always run. Value checks (lang ids, token ids, token types, positions) run whenever
+the arrays are concrete, i.e. outside `jax.jit`; under tracing the lookups yield NaN for bad ids
+instead of clamping (see `layers.take_rows`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xmod_jax.config import XmodConfig
+
+logger = logging.getLogger("xmod_jax")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInputs:
+    """Validated inputs, multiple-choice inputs already flattened to B*C rows.
+
+    input_ids int32 [B, T] or inputs_embeds [B, T, D]; lang_ids int32 [B];
+    attention_mask / token_type_ids / position_ids [B, T] or None; num_choices C or None.
+    """
+
+    input_ids: jax.Array | None
+    inputs_embeds: jax.Array | None
+    lang_ids: jax.Array
+    attention_mask: jax.Array | None = None
+    token_type_ids: jax.Array | None = None
+    position_ids: jax.Array | None = None
+    num_choices: int | None = None
+
+
+def is_concrete(x: Any) -> bool:
+    """True when `x` holds values (not a jit tracer)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _array(x: Any, name: str, kind: str) -> Any:
+    """jax arrays and tracers pass through; anything else goes through numpy. Checks the dtype."""
+    if not isinstance(x, jax.Array):
+        x = np.asarray(x)
+    if kind == "int" and not jnp.issubdtype(x.dtype, jnp.integer):
+        raise TypeError(f"{name} must hold integers, got dtype {x.dtype}")
+    if kind == "float" and not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must hold floats, got dtype {x.dtype}")
+    return x
+
+
+def _check_range(x: Any, name: str, low: int, high: int, what: str) -> None:
+    """Concrete values of `x` must lie in [low, high)."""
+    if x is None or not is_concrete(x):
+        return
+    values = np.asarray(x)
+    bad = (values < low) | (values >= high)
+    if bad.any():
+        where = np.argwhere(bad)[:5]
+        found = sorted({int(v) for v in values[bad].ravel()[:20]})
+        raise ValueError(
+            f"{name} out of range: found {found} at index {[tuple(map(int, w)) for w in where]}; "
+            f"valid values are {low}..{high - 1} ({what})"
+        )
+
+
+def resolve_lang_ids(config: XmodConfig, lang_ids: Any, batch: int) -> Any:
+    """int, [] / [1] (broadcast) or [B] integer lang ids -> int32 [B]; None -> default language."""
+    if lang_ids is None:
+        if config.default_language is None:
+            raise ValueError(
+                "lang_ids is None and config.default_language is unset: pass "
+                "lang_ids=config.lang_ids([...]) or build the model with "
+                f"config.with_default_language(code), code one of {list(config.languages)}"
+            )
+        lang_ids = config.languages.index(config.default_language)
+    if isinstance(lang_ids, str) or (
+        isinstance(lang_ids, list | tuple) and lang_ids and isinstance(lang_ids[0], str)
+    ):
+        raise TypeError(f"lang_ids must be integers; map codes with config.lang_ids({lang_ids!r})")
+    lang_ids = _array(lang_ids, "lang_ids", "int")
+    if lang_ids.shape not in ((), (1,), (batch,)):
+        raise ValueError(
+            f"lang_ids must have shape [], [1] or [B]=[{batch}] (one language per example), got "
+            f"{list(lang_ids.shape)}; per-token language ids are not supported"
+        )
+    _check_range(lang_ids, "lang_ids", 0, config.num_languages,
+                 f"languages {', '.join(config.languages)}")  # fmt: skip
+    return jnp.broadcast_to(jnp.asarray(lang_ids, jnp.int32).reshape(-1), (batch,))
+
+
+def prepare_inputs(
+    config: XmodConfig,
+    *,
+    input_ids: Any = None,
+    lang_ids: Any = None,
+    attention_mask: Any = None,
+    token_type_ids: Any = None,
+    position_ids: Any = None,
+    inputs_embeds: Any = None,
+    has_choices: bool = False,
+) -> ModelInputs:
+    """Validate the public call arguments and return flat `ModelInputs`.
+
+    Token-shaped arguments are [B, T] ([B, C, T] when `has_choices`); `inputs_embeds` adds D.
+    """
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids and inputs_embeds")
+    rank = 3 if has_choices else 2
+    layout = "[B, C, T]" if has_choices else "[B, T]"
+    if input_ids is not None:
+        input_ids = _array(input_ids, "input_ids", "int")
+        if input_ids.ndim != rank:
+            raise ValueError(f"input_ids must be {layout}, got shape {list(input_ids.shape)}")
+        shape = tuple(input_ids.shape)
+    else:
+        inputs_embeds = _array(inputs_embeds, "inputs_embeds", "float")
+        if inputs_embeds.ndim != rank + 1 or inputs_embeds.shape[-1] != config.hidden_size:
+            raise ValueError(
+                f"inputs_embeds must be {layout[:-1]}, D={config.hidden_size}], "
+                f"got shape {list(inputs_embeds.shape)}"
+            )
+        shape = tuple(inputs_embeds.shape[:-1])
+    if min(shape) < 1:
+        raise ValueError(f"empty input: shape {list(shape)}")
+
+    def token_shaped(x: Any, name: str, kind: str) -> Any:
+        if x is None:
+            return None
+        x = _array(x, name, kind)
+        if tuple(x.shape) != shape:
+            raise ValueError(f"{name} must have the input's shape {list(shape)}, got {list(x.shape)}")
+        return x
+
+    attention_mask = token_shaped(attention_mask, "attention_mask", "any")
+    token_type_ids = token_shaped(token_type_ids, "token_type_ids", "int")
+    position_ids = token_shaped(position_ids, "position_ids", "int")
+    length = shape[-1]
+    if position_ids is None and length > config.max_sequence_length:
+        raise ValueError(
+            f"sequence length {length} exceeds this model's {config.max_sequence_length} positions "
+            f"(max_position_embeddings={config.max_position_embeddings} minus pad_token_id + 1)"
+        )
+    lang_ids = resolve_lang_ids(config, lang_ids, shape[0])
+    _check_range(input_ids, "input_ids", 0, config.vocab_size, "the vocabulary")
+    _check_range(token_type_ids, "token_type_ids", 0, config.type_vocab_size, "type_vocab_size")
+    _check_range(position_ids, "position_ids", 0, config.max_position_embeddings,
+                 "max_position_embeddings")  # fmt: skip
+    if attention_mask is None and input_ids is not None and is_concrete(input_ids):
+        if (np.asarray(input_ids) == config.pad_token_id).any():
+            logger.warning(
+                "input_ids contain the pad token (%d) but attention_mask is None: padded "
+                "positions are attended, as in transformers; pass attention_mask to mask them",
+                config.pad_token_id,
+            )
+
+    num_choices = shape[1] if has_choices else None
+
+    def flat(x: Any, dtype: Any) -> jax.Array | None:
+        if x is None:
+            return None
+        x = jnp.asarray(x, dtype)
+        return x.reshape(-1, *x.shape[2:]) if has_choices else x
+
+    return ModelInputs(
+        input_ids=flat(input_ids, jnp.int32),
+        inputs_embeds=flat(inputs_embeds, None),
+        lang_ids=jnp.repeat(lang_ids, num_choices) if has_choices else lang_ids,
+        attention_mask=flat(attention_mask, None),
+        token_type_ids=flat(token_type_ids, jnp.int32),
+        position_ids=flat(position_ids, jnp.int32),
+        num_choices=num_choices,
+    )

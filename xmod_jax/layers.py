@@ -1,0 +1,118 @@
+"""Building blocks shared by the encoder and the heads: initialisers, dense, layer norm, lookups.
+
+Every parameter carries logical axis names (see `xmod_jax.partitioning`), attached with
+`nn.with_logical_partitioning`; `XmodPreTrainedModule.init_params` unboxes them, so users only ever
+see plain nested dicts of arrays.
+
+Axis legend (shared with `modeling.py`): B batch, T positions, D hidden, V vocabulary,
+L languages, R adapter bottleneck.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from xmod_jax.config import XmodConfig
+
+Dtype = Any
+AxisNames = tuple[str | None, ...]
+
+
+def normal_init(config: XmodConfig, names: AxisNames) -> nn.initializers.Initializer:
+    """N(0, initializer_range), as transformers initialises Linear and Embedding weights."""
+    return nn.with_logical_partitioning(nn.initializers.normal(config.initializer_range), names)
+
+
+def constant_init(value: float, names: AxisNames) -> nn.initializers.Initializer:
+    return nn.with_logical_partitioning(nn.initializers.constant(value), names)
+
+
+def dense(
+    config: XmodConfig,
+    features: int | Sequence[int],
+    names: AxisNames,
+    *,
+    dtype: Dtype,
+    param_dtype: Dtype,
+    axis: int | Sequence[int] = -1,
+    name: str,
+) -> nn.DenseGeneral:
+    """A torch-style Linear (with bias); `names` label the kernel's axes, inputs first."""
+    num_out = 1 if isinstance(features, int) else len(features)
+    return nn.DenseGeneral(
+        features=features,
+        axis=axis,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=normal_init(config, names),
+        bias_init=constant_init(0.0, names[-num_out:]),
+        name=name,
+    )
+
+
+def layer_norm(config: XmodConfig, *, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.LayerNorm:
+    """LayerNorm with transformers' eps and biased variance; statistics are float32 under bf16."""
+    return nn.LayerNorm(
+        epsilon=config.layer_norm_eps,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        use_fast_variance=False,  # two-pass variance, closest to torch
+        scale_init=constant_init(1.0, ("embed",)),
+        bias_init=constant_init(0.0, ("embed",)),
+        name=name,
+    )
+
+
+def take_rows(table: jax.Array, ids: jax.Array, axis: int = 0) -> jax.Array:
+    """Gather `table` rows along `axis`; an out-of-range id yields NaN rows, never a clamped row.
+
+    JAX clamps out-of-range gathers by default, which would silently pick another token's or
+    another language's weights under `jit`, where ids cannot be checked on the host.
+    """
+    return jnp.take(table, ids, axis=axis, mode="fill", fill_value=jnp.nan)
+
+
+class Embed(nn.Module):
+    """Embedding table `embedding [num_embeddings, D]` looked up with NaN for bad ids.
+
+    With `padding_idx` set, that row gets no gradient (torch's `padding_idx`) and is
+    initialised to zeros, as transformers does.
+    """
+
+    config: XmodConfig
+    num_embeddings: int
+    names: AxisNames
+    padding_idx: int | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self) -> None:
+        base = nn.initializers.normal(self.config.initializer_range)
+        padding_idx = self.padding_idx
+
+        def init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype) -> jax.Array:
+            table = base(key, shape, dtype)
+            return table if padding_idx is None else table.at[padding_idx].set(0)
+
+        self.embedding = self.param(
+            "embedding",
+            nn.with_logical_partitioning(init, self.names),
+            (self.num_embeddings, self.config.hidden_size),
+            self.param_dtype,
+        )
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        """ids: int [...] -> [..., D] in `dtype`."""
+        rows = take_rows(self.embedding, ids)
+        if self.padding_idx is not None:
+            rows = jnp.where((ids == self.padding_idx)[..., None], jax.lax.stop_gradient(rows), rows)
+        return rows.astype(self.dtype)
+
+    def table(self) -> jax.Array:
+        """The table itself, `[num_embeddings, D]` (for the tied LM decoder)."""
+        return self.embedding

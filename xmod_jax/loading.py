@@ -1,0 +1,170 @@
+"""`from_pretrained` / `save_pretrained`: transformers folders <-> (module, params).
+
+Policy on top of `conversion.py`, following transformers: encoder weights load with or without the
+`roberta.` prefix; tensors of another head and legacy buffers are dropped, and missing head or
+pooler weights are initialised (each reported in one log line); a head tensor of the right name
+but wrong shape raises unless `ignore_mismatched_sizes=True`. Anything else that is missing,
+unexpected or mis-shaped raises one error listing every offending key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xmod_jax.base import Params, XmodPreTrainedModule, _unboxed_init
+from xmod_jax.checkpoint import SAFE_WEIGHTS_NAME, read_state_dict, write_safetensors
+from xmod_jax.config import XmodConfig
+from xmod_jax.conversion import Path, get_leaf, hf_to_params, iter_leaves, params_to_hf, set_leaf
+from xmod_jax.errors import CheckpointError
+from xmod_jax.partitioning import logical_axes
+
+logger = logging.getLogger("xmod_jax")
+
+ENCODER_PREFIX = "roberta."
+ENCODER_MODULES = ("embeddings.", "encoder.", "pooler.")
+HEAD_PREFIXES = ("lm_head.", "classifier.", "qa_outputs.")
+LEGACY_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+
+
+def is_head_key(key: str) -> bool:
+    """Tensors a model may lack or drop: task heads and the pooler."""
+    return key.startswith(HEAD_PREFIXES) or key.removeprefix(ENCODER_PREFIX).startswith("pooler.")
+
+
+def _is_head_path(path: Path) -> bool:
+    return path[0] not in ("roberta", "embeddings", "encoder") or "pooler" in path
+
+
+def align_state_dict(
+    state: dict[str, np.ndarray], config: XmodConfig, has_encoder_prefix: bool
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Normalise key prefixes, drop buffers and the tied decoder copy -> (state, dropped keys)."""
+    aligned: dict[str, np.ndarray] = {}
+    dropped: list[str] = []
+    for key, value in state.items():
+        bare = key.removeprefix(ENCODER_PREFIX)
+        if bare.endswith(LEGACY_BUFFERS):
+            dropped.append(key)
+            continue
+        if bare.startswith(ENCODER_MODULES):
+            key = ENCODER_PREFIX + bare if has_encoder_prefix else bare
+        aligned[key] = value
+    if config.tie_word_embeddings:
+        aligned.pop("lm_head.decoder.weight", None)  # the tied copy of the word table
+        decoder_bias = aligned.pop("lm_head.decoder.bias", None)  # tied to lm_head.bias
+        if decoder_bias is not None:
+            aligned.setdefault("lm_head.bias", decoder_bias)
+    return aligned, dropped
+
+
+def _format_shapes(entries: list[tuple[str, tuple, tuple]]) -> str:
+    return "\n".join(f"  {key}: expected {list(exp)}, found {list(got)}" for key, exp, got in entries)
+
+
+def load_pretrained(
+    cls: type[XmodPreTrainedModule],
+    path: str | os.PathLike,
+    *,
+    dtype: Any,
+    param_dtype: Any,
+    num_labels: int | None,
+    id2label: Any,
+    default_language: str | None,
+    ignore_mismatched_sizes: bool,
+    seed: int,
+    module_fields: dict[str, Any],
+) -> tuple[XmodPreTrainedModule, Params]:
+    """See `XmodPreTrainedModule.from_pretrained`."""
+    folder = os.fspath(path)
+    if not os.path.isdir(folder):
+        raise CheckpointError(f"{folder!r} is not a folder with config.json and weights")
+    config = XmodConfig.from_pretrained(folder)
+    if num_labels is not None or id2label is not None:
+        config = config.with_labels(num_labels=num_labels, id2label=id2label)
+    if default_language is not None:
+        config = config.with_default_language(default_language)
+    model = cls(config, dtype=dtype, param_dtype=param_dtype, **module_fields)
+    shapes = jax.tree.map(lambda s: tuple(s.shape), model.param_shapes())
+    state, dropped = align_state_dict(read_state_dict(folder), config, "roberta" in shapes)
+    result = hf_to_params(state, shapes, logical_axes(model), config.languages)
+
+    errors = []
+    bad_missing = {p: keys for p, keys in result.missing.items() if not _is_head_path(p)}
+    if bad_missing:
+        listed = "\n".join(f"  {k}: expected {list(shapes_of(shapes, p))}"
+                           for p, keys in bad_missing.items() for k in keys)  # fmt: skip
+        errors.append(f"missing tensors:\n{listed}")
+    bad_unexpected = [k for k in result.unexpected if not is_head_key(k)]
+    if bad_unexpected:
+        errors.append("unexpected tensors:\n" + "\n".join(f"  {k}" for k in bad_unexpected))
+    head_mismatch = {p: w for p, w in result.mismatched.items() if _is_head_path(p)}
+    bad_mismatch = [w for p, ws in result.mismatched.items() for w in ws
+                    if p not in head_mismatch or not ignore_mismatched_sizes]  # fmt: skip
+    if bad_mismatch:
+        hint = " (head tensors: pass ignore_mismatched_sizes=True to re-initialise them)"
+        hint = hint if any(p in head_mismatch for p in result.mismatched) else ""
+        errors.append(f"tensors with the wrong shape{hint}:\n{_format_shapes(bad_mismatch)}")
+    if errors:
+        raise CheckpointError(
+            f"{folder}: checkpoint does not fit {cls.__name__} with this config.json:\n"
+            + "\n".join(errors)
+        )
+
+    dropped += [k for k in result.unexpected if is_head_key(k)]
+    if dropped:
+        logger.info("%s: ignored tensors not used by %s: %s", folder, cls.__name__, dropped)
+    to_init = sorted(set(result.missing) | set(head_mismatch))
+    params = result.params
+    if to_init:
+        logger.warning(
+            "%s: newly initialised (seed %d) weights of %s, train them before use: %s",
+            folder, seed, cls.__name__, [".".join(p) for p in to_init],
+        )  # fmt: skip
+        for p, value in init_leaves(model, seed, to_init).items():
+            set_leaf(params, p, value)
+    return model, jax.tree.map(lambda x: jnp.asarray(x, param_dtype), params)
+
+
+def shapes_of(shapes: Params, path: Path) -> tuple[int, ...]:
+    return tuple(get_leaf(shapes, path))
+
+
+def init_leaves(model: XmodPreTrainedModule, seed: int, paths: list[Path]) -> dict[Path, Any]:
+    """Random init of only the given leaves (XLA drops the unused part of `init`)."""
+
+    def pick(rng: jax.Array) -> dict[str, Any]:
+        params = _unboxed_init(model)(rng)
+        return {".".join(p): get_leaf(params, p) for p in paths}
+
+    picked = jax.jit(pick)(jax.random.key(seed))
+    return {p: picked[".".join(p)] for p in paths}
+
+
+def check_params(model: XmodPreTrainedModule, params: Params) -> None:
+    """Raise listing every leaf whose presence or shape differs from what `model` expects."""
+    want = {p: tuple(s.shape) for p, s in iter_leaves(model.param_shapes())}
+    have = {p: tuple(np.shape(x)) for p, x in iter_leaves(params)}
+    problems = [f"  missing {'/'.join(p)} {list(s)}" for p, s in want.items() if p not in have]
+    problems += [f"  unexpected {'/'.join(p)}" for p in have if p not in want]
+    problems += [f"  {'/'.join(p)}: expected {list(s)}, found {list(have[p])}"
+                 for p, s in want.items() if p in have and have[p] != s]  # fmt: skip
+    if problems:
+        raise ValueError(f"params do not fit {type(model).__name__}:\n" + "\n".join(problems))
+
+
+def save_pretrained(model: XmodPreTrainedModule, params: Params, folder: str | os.PathLike) -> None:
+    """See `XmodPreTrainedModule.save_pretrained`. Weights first, config last, each atomic."""
+    check_params(model, params)
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    state = params_to_hf(params, logical_axes(model), model.config.languages)
+    write_safetensors(os.path.join(folder, SAFE_WEIGHTS_NAME), state)
+    model.config.save_pretrained(folder, architectures=[model.hf_architecture])
+
+
