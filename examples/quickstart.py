@@ -71,5 +71,6 @@ def main() -> None:
     print(f"mixed-language batch {mix} vs per-language runs: max abs diff {diff:.2e}")
     print(f"compilations of the forward pass for 4 language mixes: {forward._cache_size()}")
 
+
 if __name__ == "__main__":
     main()

@@ -39,7 +39,9 @@ LARGE_FLAGS = dict(  # facebook/xmod-large-prenorm
     adapter_reduction_factor=4,
 )
 FLAG_NAMES = ("pre_norm", "adapter_layer_norm", "adapter_reuse_layer_norm", "ln_before_adapter")
-ALL_FLAG_COMBOS = [dict(zip(FLAG_NAMES, v)) for v in itertools.product((False, True), repeat=4)]
+ALL_FLAG_COMBOS = [
+    dict(zip(FLAG_NAMES, v, strict=True)) for v in itertools.product((False, True), repeat=4)
+]
 
 # A padded batch mixing languages in no particular order (lang ids index TINY["languages"]).
 INPUT_IDS = np.array(
@@ -69,6 +71,22 @@ def hf_model(class_name: str, seed: int = 0, **overrides) -> torch.nn.Module:
     return model
 
 
+def random_params(model, seed: int = 0, scale: float = 0.1) -> dict:
+    """Params for any of our modules without compiling `init`: N(0, scale) everywhere, plus one
+    on LayerNorm scales; enough for round trips and routing checks (not transformers' init)."""
+    import jax
+
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        value = scale * rng.standard_normal(leaf.shape)
+        if path[-1].key == "scale":
+            value += 1.0
+        return jax.numpy.asarray(value, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, model.param_shapes())
+
+
 def run_hf(model: torch.nn.Module, **inputs) -> dict:
     """Outputs of a transformers model as numpy arrays (tuples for hidden states/attentions)."""
     tensors = {k: torch.as_tensor(v) for k, v in inputs.items() if not isinstance(v, bool)}
@@ -89,7 +107,7 @@ def max_abs_diff(ours, theirs) -> float:
     """Largest |difference| over matching arrays or tuples of arrays."""
     if isinstance(theirs, tuple):
         assert len(ours) == len(theirs), (len(ours), len(theirs))
-        return max(max_abs_diff(a, b) for a, b in zip(ours, theirs))
+        return max(max_abs_diff(a, b) for a, b in zip(ours, theirs, strict=True))
     ours = np.asarray(ours, np.float64)
     assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
     return float(np.max(np.abs(ours - theirs)))

@@ -31,7 +31,9 @@ def _compare(class_name, our_class, folder, flags, lang_ids=LANG_IDS, input_ids=
     reference.save_pretrained(folder)
     model, params = our_class.from_pretrained(folder)
     mask = (input_ids != 1).astype(np.int64)
-    ours = model.apply({"params": params}, input_ids, lang_ids=lang_ids, attention_mask=mask, **FULL)
+    ours = model.apply(
+        {"params": params}, input_ids, lang_ids=lang_ids, attention_mask=mask, **FULL
+    )
     theirs = run_hf(reference, input_ids=input_ids, lang_ids=lang_ids, attention_mask=mask, **FULL)
     assert_outputs_match(ours, theirs)
     return ours, theirs
@@ -81,8 +83,12 @@ def test_explicit_positions_and_inputs_embeds_match_transformers(checkpoint_dir)
     reference.save_pretrained(folder)
     model, params = xj.XmodModel.from_pretrained(folder)
     positions = np.tile(np.arange(5, 5 + INPUT_IDS.shape[1]), (len(INPUT_IDS), 1))
-    inputs = dict(input_ids=INPUT_IDS, lang_ids=LANG_IDS, position_ids=positions,
-                  attention_mask=ATTENTION_MASK)  # fmt: skip
+    inputs = dict(
+        input_ids=INPUT_IDS,
+        lang_ids=LANG_IDS,
+        position_ids=positions,
+        attention_mask=ATTENTION_MASK,
+    )
     assert_outputs_match(model.apply({"params": params}, **inputs), run_hf(reference, **inputs))
     embeds = np.random.default_rng(0).normal(size=(*INPUT_IDS.shape, 32)).astype(np.float32)
     inputs = dict(inputs_embeds=embeds, lang_ids=LANG_IDS, attention_mask=ATTENTION_MASK)

@@ -26,8 +26,12 @@ TORCH_INDEX_NAME = "pytorch_model.bin.index.json"
 # ----------------------------------------------------------------------------------- reading
 def weight_files(folder: str) -> tuple[str, list[str]]:
     """Which weights a transformers folder holds: (format, files), safetensors preferred."""
-    for name, fmt in ((SAFE_WEIGHTS_NAME, "safetensors"), (SAFE_INDEX_NAME, "safetensors"),
-                      (TORCH_WEIGHTS_NAME, "torch"), (TORCH_INDEX_NAME, "torch")):  # fmt: skip
+    for name, fmt in (
+        (SAFE_WEIGHTS_NAME, "safetensors"),
+        (SAFE_INDEX_NAME, "safetensors"),
+        (TORCH_WEIGHTS_NAME, "torch"),
+        (TORCH_INDEX_NAME, "torch"),
+    ):
         path = os.path.join(folder, name)
         if os.path.isfile(path):
             return fmt, _shards(path) if name.endswith(".index.json") else [path]

@@ -25,33 +25,32 @@ MODEL_TYPE = "xmod"
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 # Keys transformers writes or accepts that do not change the forward math. They are accepted and
-# dropped (generation defaults, file metadata, output switches that are call arguments here).
+# dropped: file metadata, output switches that are call arguments here, then the generation
+# defaults that configs of transformers 4.x carry.
 _IGNORED_KEYS = frozenset(
-    {
-        "_name_or_path", "name_or_path", "_commit_hash", "transformers_version", "architectures",
-        "dtype", "torch_dtype", "use_bfloat16", "return_dict", "output_hidden_states",
-        "output_attentions", "torchscript", "chunk_size_feed_forward", "gradient_checkpointing",
-        "_attn_implementation", "_attn_implementation_internal", "attn_implementation",
-        "_attn_implementation_autoset", "_experts_implementation_internal",
-        "experts_implementation", "tf_legacy_loss", "finetuning_task", "tokenizer_class", "prefix",
-        "task_specific_params", "sep_token_id", "decoder_start_token_id", "tie_encoder_decoder",
-        "cross_attention_hidden_size", "output_past", "auto_map", "custom_pipelines",
-        # generation defaults that old configs carry
-        "max_length", "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups",
-        "diversity_penalty", "temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
-        "length_penalty", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids",
-        "num_return_sequences", "output_scores", "return_dict_in_generate", "forced_bos_token_id",
-        "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty",
-        "suppress_tokens", "begin_suppress_tokens", "epsilon_cutoff", "eta_cutoff",
-        "encoder_repetition_penalty",
-    }
-)  # fmt: skip
+    """
+    _name_or_path name_or_path _commit_hash transformers_version architectures dtype
+    torch_dtype use_bfloat16 return_dict output_hidden_states output_attentions torchscript
+    chunk_size_feed_forward gradient_checkpointing _attn_implementation
+    _attn_implementation_internal attn_implementation _attn_implementation_autoset
+    _experts_implementation_internal experts_implementation tf_legacy_loss finetuning_task
+    tokenizer_class prefix task_specific_params sep_token_id decoder_start_token_id
+    tie_encoder_decoder output_past auto_map custom_pipelines
+    max_length min_length do_sample early_stopping num_beams num_beam_groups diversity_penalty
+    temperature top_k top_p typical_p repetition_penalty length_penalty no_repeat_ngram_size
+    encoder_no_repeat_ngram_size bad_words_ids num_return_sequences output_scores
+    return_dict_in_generate forced_bos_token_id forced_eos_token_id remove_invalid_values
+    exponential_decay_length_penalty suppress_tokens begin_suppress_tokens epsilon_cutoff
+    eta_cutoff encoder_repetition_penalty
+    """.split()
+)
 
 # Keys that do change the math: accepted only with the value this package implements.
 _REQUIRED_VALUES: dict[str, tuple[Any, ...]] = {
     "position_embedding_type": ("absolute",),
     "is_encoder_decoder": (False,),
     "pruned_heads": ({},),
+    "cross_attention_hidden_size": (None,),
     "embedding_size": (),  # checked against hidden_size below
 }
 
@@ -185,6 +184,12 @@ class XmodConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], **overrides: Any) -> XmodConfig:
+        """Build from a transformers dict; overriding `num_labels` or `id2label` replaces the
+        stored labels (as transformers does when a new head is put on a checkpoint)."""
+        data = dict(data)
+        if overrides.get("num_labels") is not None or overrides.get("id2label") is not None:
+            for key in ("num_labels", "id2label", "label2id"):
+                data.pop(key, None)
         return cls(**{**data, **overrides})
 
     @classmethod
@@ -226,40 +231,65 @@ class XmodConfig:
             if not ok:
                 raise ValueError(message)
 
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):  # fmt: skip
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+        ):
             value = getattr(self, name)
-            need(isinstance(value, int) and value > 0, f"{name} must be a positive int, got {value!r}")
+            need(
+                isinstance(value, int) and value > 0,
+                f"{name} must be a positive int, got {value!r}",
+            )
         need(
             self.hidden_size % self.num_attention_heads == 0,
             f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
             f"({self.num_attention_heads})",
         )
         need(
-            isinstance(self.adapter_reduction_factor, int) and 1 <= self.adapter_reduction_factor
+            isinstance(self.adapter_reduction_factor, int)
+            and 1 <= self.adapter_reduction_factor
             and self.adapter_size >= 1,
             f"adapter_reduction_factor must be an int in [1, hidden_size], "
             f"got {self.adapter_reduction_factor!r}",
         )
-        need(self.hidden_act in ACTIVATIONS,
-             f"hidden_act {self.hidden_act!r} is not supported; supported: {sorted(ACTIVATIONS)}")
-        need(isinstance(self.pad_token_id, int) and 0 <= self.pad_token_id < self.vocab_size,
-             f"pad_token_id must be an int in [0, vocab_size), got {self.pad_token_id!r}: "
-             "X-MOD position ids are counted from it")
-        need(self.max_sequence_length >= 1,
-             f"max_position_embeddings ({self.max_position_embeddings}) leaves no positions after "
-             f"pad_token_id ({self.pad_token_id})")
+        need(
+            self.hidden_act in ACTIVATIONS,
+            f"hidden_act {self.hidden_act!r} is not supported; supported: {sorted(ACTIVATIONS)}",
+        )
+        need(
+            isinstance(self.pad_token_id, int) and 0 <= self.pad_token_id < self.vocab_size,
+            f"pad_token_id must be an int in [0, vocab_size), got {self.pad_token_id!r}: "
+            "X-MOD position ids are counted from it",
+        )
+        need(
+            self.max_sequence_length >= 1,
+            f"max_position_embeddings ({self.max_position_embeddings}) leaves no positions after "
+            f"pad_token_id ({self.pad_token_id})",
+        )
         need(len(self.languages) >= 1, "languages must name at least one language")
-        need(len(set(self.languages)) == len(self.languages),
-             f"languages contain duplicates: {list(self.languages)}")
+        need(
+            len(set(self.languages)) == len(self.languages),
+            f"languages contain duplicates: {list(self.languages)}",
+        )
         if self.default_language is not None:
             self._lang_index(self.default_language)
-        need(not self.add_cross_attention or self.is_decoder,
-             "add_cross_attention=True requires is_decoder=True (as in transformers)")
-        need(self.problem_type is None or self.problem_type in PROBLEM_TYPES,
-             f"problem_type must be one of {PROBLEM_TYPES} or None, got {self.problem_type!r}")
-        need(not (self.problem_type == "single_label_classification" and self.num_labels == 1),
-             'problem_type="single_label_classification" requires num_labels > 1')
+        need(
+            not self.add_cross_attention or self.is_decoder,
+            "add_cross_attention=True requires is_decoder=True (as in transformers)",
+        )
+        need(
+            self.problem_type is None or self.problem_type in PROBLEM_TYPES,
+            f"problem_type must be one of {PROBLEM_TYPES} or None, got {self.problem_type!r}",
+        )
+        need(
+            not (self.problem_type == "single_label_classification" and self.num_labels == 1),
+            'problem_type="single_label_classification" requires num_labels > 1',
+        )
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
             value = getattr(self, name)
             need(value is None or 0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value!r}")
@@ -313,10 +343,16 @@ def _normalise_labels(kwargs: Mapping[str, Any]) -> dict[str, Any]:
             labels = _as_str_tuple(id2label, "id2label")
         if num_labels is not None and int(num_labels) != len(labels):
             raise ValueError(f"num_labels={num_labels} disagrees with id2label of {len(labels)}")
+        if not labels:
+            raise ValueError("id2label must name at least one label")
     if label2id is None:
         pairs = tuple((label, i) for i, label in enumerate(labels))
     elif isinstance(label2id, Mapping):
         pairs = tuple(sorted(((str(k), int(v)) for k, v in label2id.items()), key=lambda p: p[1]))
     else:
         pairs = tuple((str(k), int(v)) for k, v in label2id)
+    if sorted(i for _, i in pairs) != list(range(len(labels))):
+        raise ValueError(
+            f"label2id {dict(pairs)} does not map onto the {len(labels)} label ids of id2label"
+        )
     return {"num_labels": len(labels), "id2label": labels, "label2id": pairs}

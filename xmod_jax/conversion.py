@@ -96,7 +96,7 @@ def hf_shape(path: Path, shape: Sequence[int], names: AxisNames, shapes: Mapping
     """Shape of one transformers tensor for a leaf of `shape` (one language's slice if stacked)."""
     shape = tuple(shape)
     if LANG_AXIS in names:
-        shape = shape[:names.index(LANG_AXIS)] + shape[names.index(LANG_AXIS) + 1:]
+        shape = shape[: names.index(LANG_AXIS)] + shape[names.index(LANG_AXIS) + 1 :]
     if path[-1] == "kernel":
         out = _out_size(path, shapes, names)
         return (out, math.prod(shape) // out)
@@ -139,13 +139,17 @@ def hf_to_params(
                 remaining.pop(k, None)
             continue
         tensors = [remaining.pop(k) for k in keys]
-        wrong = [(k, expected, tuple(t.shape)) for k, t in zip(keys, tensors) if t.shape != expected]
+        wrong = [
+            (k, expected, tuple(t.shape))
+            for k, t in zip(keys, tensors, strict=True)
+            if t.shape != expected
+        ]
         if wrong:
             mismatched[path] = wrong
             continue
         if LANG_AXIS in names:
             axis = names.index(LANG_AXIS)
-            sliced = tuple(shape[:axis]) + tuple(shape[axis + 1:])
+            sliced = tuple(shape[:axis]) + tuple(shape[axis + 1 :])
             leaf = np.stack([_from_hf(path, t, sliced) for t in tensors], axis=axis)
         else:
             leaf = _from_hf(path, tensors[0], shape)

@@ -25,8 +25,9 @@ from xmod_jax.outputs import XmodLogitsOutput, XmodModelOutput, XmodQuestionAnsw
 
 def logits_dense(config: XmodConfig, features: int, param_dtype: Dtype, name: str):
     """The last projection of a head, computed in float32 ("logits stay float32")."""
-    return dense(config, features, ("embed", "labels"), dtype=jnp.float32,
-                 param_dtype=param_dtype, name=name)  # fmt: skip
+    return dense(
+        config, features, ("embed", "labels"), dtype=jnp.float32, param_dtype=param_dtype, name=name
+    )
 
 
 def classifier_dropout_rate(config: XmodConfig) -> float:
@@ -54,14 +55,22 @@ class XmodLMHead(nn.Module):
         x = dense(cfg, cfg.hidden_size, ("embed", "mlp"), name="dense", **kw)(x)
         x = ACTIVATIONS["gelu"](x)  # transformers hard-codes exact GELU here
         x = layer_norm(cfg, name="layer_norm", **kw)(x)
-        bias = self.param("bias", constant_init(0.0, ("vocab",)), (cfg.vocab_size,),
-                          self.param_dtype)  # fmt: skip
+        bias = self.param(
+            "bias", constant_init(0.0, ("vocab",)), (cfg.vocab_size,), self.param_dtype
+        )
         if cfg.tie_word_embeddings:
-            logits = jnp.einsum("BTD,VD->BTV", x, word_table.astype(self.dtype),
-                                preferred_element_type=jnp.float32)  # fmt: skip
+            logits = jnp.einsum(
+                "BTD,VD->BTV", x, word_table.astype(self.dtype), preferred_element_type=jnp.float32
+            )
             return logits + bias.astype(jnp.float32)
-        decoder = dense(cfg, cfg.vocab_size, ("embed", "vocab"), dtype=jnp.float32,
-                        param_dtype=self.param_dtype, name="decoder")  # fmt: skip
+        decoder = dense(
+            cfg,
+            cfg.vocab_size,
+            ("embed", "vocab"),
+            dtype=jnp.float32,
+            param_dtype=self.param_dtype,
+            name="decoder",
+        )
         return decoder(x)
 
 
@@ -78,8 +87,14 @@ class XmodClassificationHead(nn.Module):
         cfg = self.config
         drop = nn.Dropout(classifier_dropout_rate(cfg), deterministic=deterministic)
         h = drop(x[:, 0])  # [B, D]
-        h = dense(cfg, cfg.hidden_size, ("embed", "mlp"), dtype=self.dtype,
-                  param_dtype=self.param_dtype, name="dense")(h)  # fmt: skip
+        h = dense(
+            cfg,
+            cfg.hidden_size,
+            ("embed", "mlp"),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="dense",
+        )(h)
         h = drop(jnp.tanh(h))
         return logits_dense(cfg, cfg.num_labels, self.param_dtype, "out_proj")(h)
 
@@ -90,8 +105,12 @@ class XmodHeadModel(XmodPreTrainedModule):
     uses_pooler: ClassVar[bool] = False
 
     def setup(self) -> None:
-        self.roberta = XmodModel(self.config, dtype=self.dtype, param_dtype=self.param_dtype,
-                                 add_pooling_layer=self.uses_pooler)  # fmt: skip
+        self.roberta = XmodModel(
+            self.config,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            add_pooling_layer=self.uses_pooler,
+        )
         self.setup_head()
 
     def setup_head(self) -> None:
@@ -140,8 +159,9 @@ class XmodForSequenceClassification(XmodHeadModel):
     hf_architecture: ClassVar[str] = "XmodForSequenceClassification"
 
     def setup_head(self) -> None:
-        self.classifier = XmodClassificationHead(self.config, dtype=self.dtype,
-                                                 param_dtype=self.param_dtype)  # fmt: skip
+        self.classifier = XmodClassificationHead(
+            self.config, dtype=self.dtype, param_dtype=self.param_dtype
+        )
 
     def head(self, encoded, inputs, deterministic):
         return _logits_output(self.classifier(encoded.last_hidden_state, deterministic), encoded)
@@ -154,8 +174,9 @@ class XmodForTokenClassification(XmodHeadModel):
 
     def setup_head(self) -> None:
         self.dropout = nn.Dropout(classifier_dropout_rate(self.config))
-        self.classifier = logits_dense(self.config, self.config.num_labels, self.param_dtype,
-                                       "classifier")  # fmt: skip
+        self.classifier = logits_dense(
+            self.config, self.config.num_labels, self.param_dtype, "classifier"
+        )
 
     def head(self, encoded, inputs, deterministic):
         h = self.dropout(encoded.last_hidden_state, deterministic=deterministic)

@@ -78,18 +78,22 @@ def resolve_lang_ids(config: XmodConfig, lang_ids: Any, batch: int) -> Any:
                 f"config.with_default_language(code), code one of {list(config.languages)}"
             )
         lang_ids = config.languages.index(config.default_language)
-    if isinstance(lang_ids, str) or (
-        isinstance(lang_ids, list | tuple) and lang_ids and isinstance(lang_ids[0], str)
-    ):
-        raise TypeError(f"lang_ids must be integers; map codes with config.lang_ids({lang_ids!r})")
+    if not isinstance(lang_ids, jax.Array):
+        lang_ids = np.asarray(lang_ids)
+        if lang_ids.dtype.kind in "USO":
+            codes = [str(c) for c in lang_ids.ravel()]
+            raise TypeError(f"lang_ids must be integers; map codes with config.lang_ids({codes!r})")
+        if lang_ids.size == 0:
+            lang_ids = lang_ids.astype(np.int32)  # `[]` reaches the shape check below
     lang_ids = _array(lang_ids, "lang_ids", "int")
     if lang_ids.shape not in ((), (1,), (batch,)):
         raise ValueError(
             f"lang_ids must have shape [], [1] or [B]=[{batch}] (one language per example), got "
             f"{list(lang_ids.shape)}; per-token language ids are not supported"
         )
-    _check_range(lang_ids, "lang_ids", 0, config.num_languages,
-                 f"languages {', '.join(config.languages)}")  # fmt: skip
+    _check_range(
+        lang_ids, "lang_ids", 0, config.num_languages, f"languages {', '.join(config.languages)}"
+    )
     return jnp.broadcast_to(jnp.asarray(lang_ids, jnp.int32).reshape(-1), (batch,))
 
 
@@ -133,7 +137,9 @@ def prepare_inputs(
             return None
         x = _array(x, name, kind)
         if tuple(x.shape) != shape:
-            raise ValueError(f"{name} must have the input's shape {list(shape)}, got {list(x.shape)}")
+            raise ValueError(
+                f"{name} must have the input's shape {list(shape)}, got {list(x.shape)}"
+            )
         return x
 
     attention_mask = token_shaped(attention_mask, "attention_mask", "any")
@@ -148,8 +154,9 @@ def prepare_inputs(
     lang_ids = resolve_lang_ids(config, lang_ids, shape[0])
     _check_range(input_ids, "input_ids", 0, config.vocab_size, "the vocabulary")
     _check_range(token_type_ids, "token_type_ids", 0, config.type_vocab_size, "type_vocab_size")
-    _check_range(position_ids, "position_ids", 0, config.max_position_embeddings,
-                 "max_position_embeddings")  # fmt: skip
+    _check_range(
+        position_ids, "position_ids", 0, config.max_position_embeddings, "max_position_embeddings"
+    )
     if attention_mask is None and input_ids is not None and is_concrete(input_ids):
         if (np.asarray(input_ids) == config.pad_token_id).any():
             logger.warning(

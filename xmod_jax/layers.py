@@ -72,8 +72,10 @@ def take_rows(table: jax.Array, ids: jax.Array, axis: int = 0) -> jax.Array:
     """Gather `table` rows along `axis`; an out-of-range id yields NaN rows, never a clamped row.
 
     JAX clamps out-of-range gathers by default, which would silently pick another token's or
-    another language's weights under `jit`, where ids cannot be checked on the host.
+    another language's weights under `jit`, where ids cannot be checked on the host; `take`'s
+    fill mode still wraps negative ids Python-style, so those are moved out of range first.
     """
+    ids = jnp.where(ids < 0, table.shape[axis], ids)
     return jnp.take(table, ids, axis=axis, mode="fill", fill_value=jnp.nan)
 
 
@@ -110,7 +112,9 @@ class Embed(nn.Module):
         """ids: int [...] -> [..., D] in `dtype`."""
         rows = take_rows(self.embedding, ids)
         if self.padding_idx is not None:
-            rows = jnp.where((ids == self.padding_idx)[..., None], jax.lax.stop_gradient(rows), rows)
+            rows = jnp.where(
+                (ids == self.padding_idx)[..., None], jax.lax.stop_gradient(rows), rows
+            )
         return rows.astype(self.dtype)
 
     def table(self) -> jax.Array:

@@ -64,7 +64,9 @@ def align_state_dict(
 
 
 def _format_shapes(entries: list[tuple[str, tuple, tuple]]) -> str:
-    return "\n".join(f"  {key}: expected {list(exp)}, found {list(got)}" for key, exp, got in entries)
+    return "\n".join(
+        f"  {key}: expected {list(exp)}, found {list(got)}" for key, exp, got in entries
+    )
 
 
 def load_pretrained(
@@ -97,15 +99,22 @@ def load_pretrained(
     errors = []
     bad_missing = {p: keys for p, keys in result.missing.items() if not _is_head_path(p)}
     if bad_missing:
-        listed = "\n".join(f"  {k}: expected {list(shapes_of(shapes, p))}"
-                           for p, keys in bad_missing.items() for k in keys)  # fmt: skip
+        listed = "\n".join(
+            f"  {k}: expected {list(shapes_of(shapes, p))}"
+            for p, keys in bad_missing.items()
+            for k in keys
+        )
         errors.append(f"missing tensors:\n{listed}")
     bad_unexpected = [k for k in result.unexpected if not is_head_key(k)]
     if bad_unexpected:
         errors.append("unexpected tensors:\n" + "\n".join(f"  {k}" for k in bad_unexpected))
     head_mismatch = {p: w for p, w in result.mismatched.items() if _is_head_path(p)}
-    bad_mismatch = [w for p, ws in result.mismatched.items() for w in ws
-                    if p not in head_mismatch or not ignore_mismatched_sizes]  # fmt: skip
+    bad_mismatch = [
+        w
+        for p, ws in result.mismatched.items()
+        for w in ws
+        if p not in head_mismatch or not ignore_mismatched_sizes
+    ]
     if bad_mismatch:
         hint = " (head tensors: pass ignore_mismatched_sizes=True to re-initialise them)"
         hint = hint if any(p in head_mismatch for p in result.mismatched) else ""
@@ -124,8 +133,11 @@ def load_pretrained(
     if to_init:
         logger.warning(
             "%s: newly initialised (seed %d) weights of %s, train them before use: %s",
-            folder, seed, cls.__name__, [".".join(p) for p in to_init],
-        )  # fmt: skip
+            folder,
+            seed,
+            cls.__name__,
+            [".".join(p) for p in to_init],
+        )
         for p, value in init_leaves(model, seed, to_init).items():
             set_leaf(params, p, value)
     return model, jax.tree.map(lambda x: jnp.asarray(x, param_dtype), params)
@@ -152,8 +164,11 @@ def check_params(model: XmodPreTrainedModule, params: Params) -> None:
     have = {p: tuple(np.shape(x)) for p, x in iter_leaves(params)}
     problems = [f"  missing {'/'.join(p)} {list(s)}" for p, s in want.items() if p not in have]
     problems += [f"  unexpected {'/'.join(p)}" for p in have if p not in want]
-    problems += [f"  {'/'.join(p)}: expected {list(s)}, found {list(have[p])}"
-                 for p, s in want.items() if p in have and have[p] != s]  # fmt: skip
+    problems += [
+        f"  {'/'.join(p)}: expected {list(s)}, found {list(have[p])}"
+        for p, s in want.items()
+        if p in have and have[p] != s
+    ]
     if problems:
         raise ValueError(f"params do not fit {type(model).__name__}:\n" + "\n".join(problems))
 
@@ -166,5 +181,3 @@ def save_pretrained(model: XmodPreTrainedModule, params: Params, folder: str | o
     state = params_to_hf(params, logical_axes(model), model.config.languages)
     write_safetensors(os.path.join(folder, SAFE_WEIGHTS_NAME), state)
     model.config.save_pretrained(folder, architectures=[model.hf_architecture])
-
-

@@ -56,7 +56,9 @@ class XmodEmbeddings(nn.Module):
         cfg, kw = self.config, {"dtype": self.dtype, "param_dtype": self.param_dtype}
         pad = cfg.pad_token_id
         self.word_embeddings = Embed(cfg, cfg.vocab_size, ("vocab", "embed"), pad, **kw)
-        self.position_embeddings = Embed(cfg, cfg.max_position_embeddings, (None, "embed"), pad, **kw)
+        self.position_embeddings = Embed(
+            cfg, cfg.max_position_embeddings, (None, "embed"), pad, **kw
+        )
         self.token_type_embeddings = Embed(cfg, cfg.type_vocab_size, (None, "embed"), None, **kw)
         self.LayerNorm = layer_norm(cfg, name="LayerNorm", **kw)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
@@ -135,8 +137,9 @@ class XmodSelfOutput(nn.Module):
 
     def setup(self) -> None:
         cfg, kw = self.config, {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        self.dense = dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), axis=(-2, -1),
-                           name="dense", **kw)  # fmt: skip
+        self.dense = dense(
+            cfg, cfg.hidden_size, ("heads", "kv", "embed"), axis=(-2, -1), name="dense", **kw
+        )
         self.LayerNorm = layer_norm(cfg, name="LayerNorm", **kw)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
@@ -179,8 +182,14 @@ class XmodIntermediate(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         cfg = self.config
-        h = dense(cfg, cfg.intermediate_size, ("embed", "mlp"), dtype=self.dtype,
-                  param_dtype=self.param_dtype, name="dense")(x)  # fmt: skip
+        h = dense(
+            cfg,
+            cfg.intermediate_size,
+            ("embed", "mlp"),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="dense",
+        )(x)
         return ACTIVATIONS[cfg.hidden_act](h)
 
 
@@ -212,8 +221,9 @@ class LanguageDense(nn.Module):
         cfg, kernel_axes, bias_axes = self.config, KERNEL_AXES[self.name], BIAS_AXES[self.name]
         shape = (cfg.num_languages, x.shape[-1], self.features)
         kernel = self.param("kernel", normal_init(cfg, kernel_axes), shape, self.param_dtype)
-        bias = self.param("bias", constant_init(0.0, bias_axes), (shape[0], shape[2]),
-                          self.param_dtype)  # fmt: skip
+        bias = self.param(
+            "bias", constant_init(0.0, bias_axes), (shape[0], shape[2]), self.param_dtype
+        )
         kernel = select_language(kernel, kernel_axes, lang_ids).astype(self.dtype)  # [B, in, out]
         bias = select_language(bias, bias_axes, lang_ids).astype(self.dtype)  # [B, out]
         return jnp.einsum("BTI,BIO->BTO", x.astype(self.dtype), kernel) + bias[:, None, :]
@@ -285,7 +295,9 @@ class XmodLayer(nn.Module):
         pre_norm = self.config.pre_norm
         a, probs = XmodAttention(self.config, name="attention", **kw)(x, bias, deterministic)
         output = XmodOutput(self.config, name="output", **kw)
-        h = XmodIntermediate(self.config, name="intermediate", **kw)(output.norm(a) if pre_norm else a)
+        h = XmodIntermediate(self.config, name="intermediate", **kw)(
+            output.norm(a) if pre_norm else a
+        )
         y = output(h, a, lang_ids, deterministic)
         return (y if pre_norm else output.norm(y)), probs
 
@@ -339,8 +351,16 @@ class XmodPooler(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         cfg = self.config
         first = x[:, 0]  # [B, D]
-        return jnp.tanh(dense(cfg, cfg.hidden_size, ("embed", "mlp"), dtype=self.dtype,
-                              param_dtype=self.param_dtype, name="dense")(first))  # fmt: skip
+        return jnp.tanh(
+            dense(
+                cfg,
+                cfg.hidden_size,
+                ("embed", "mlp"),
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name="dense",
+            )(first)
+        )
 
 
 class XmodModel(XmodPreTrainedModule):
