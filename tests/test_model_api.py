@@ -60,7 +60,8 @@ def test_init_follows_transformers_scheme():
     np.testing.assert_array_equal(emb["position_embeddings"]["embedding"][CONFIG.pad_token_id], 0)
     np.testing.assert_array_equal(emb["LayerNorm"]["scale"], 1)
     np.testing.assert_array_equal(params["lm_head"]["bias"], 0)
-    kernel = params["roberta"]["encoder"]["layer_0"]["output"]["adapter_modules"]["dense1"]["kernel"]
+    adapters = params["roberta"]["encoder"]["layer_0"]["output"]["adapter_modules"]
+    kernel = adapters["dense1"]["kernel"]
     assert abs(float(jnp.std(kernel)) - CONFIG.initializer_range) < 0.003
     assert not np.allclose(kernel[0], kernel[1])  # each language drawn independently
 
