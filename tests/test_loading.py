@@ -258,3 +258,57 @@ def test_missing_shard_is_reported(mlm, checkpoint_dir):
     with pytest.raises(xj.CheckpointError, match="shard files missing") as err:
         xj.XmodForMaskedLM.from_pretrained(folder)
     assert victim.name in str(err.value)
+
+
+def test_safetensors_reader_agrees_with_the_safetensors_library(tmp_path):
+    import ml_dtypes
+
+    from xmod_jax.checkpoint import read_state_dict
+
+    rng = np.random.default_rng(0)
+    tensors = {
+        "f32": rng.normal(size=(3, 5)).astype(np.float32),
+        "f16": rng.normal(size=(7,)).astype(np.float16),
+        "bf16": rng.normal(size=(2, 2, 3)).astype(ml_dtypes.bfloat16),
+        "i64": np.arange(6, dtype=np.int64).reshape(1, 6),
+        "flag": np.array([True, False]),
+        "scalar": np.array(3.5, np.float64),
+        "empty": np.zeros((0, 4), np.float32),
+    }
+    save_file(tensors, tmp_path / "model.safetensors")
+    theirs = load_file(tmp_path / "model.safetensors")
+    ours = read_state_dict(str(tmp_path))
+    assert set(ours) == set(theirs)
+    for key, value in theirs.items():
+        assert ours[key].dtype == value.dtype and ours[key].shape == value.shape, key
+        np.testing.assert_array_equal(ours[key], value)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["header-length", "header-json", "offsets-beyond-file", "offsets-wrong-size", "dtype"],
+)
+def test_damaged_safetensors_headers_are_refused(damage, mlm, checkpoint_dir):
+    _, src = mlm
+    folder = _copy_with_state(src, checkpoint_dir())
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    key = "lm_head.bias"
+    if damage == "header-length":
+        data[:8] = (len(data) + 1).to_bytes(8, "little")
+    elif damage == "header-json":
+        data[9:12] = b"}}}"
+    else:
+        if damage == "offsets-beyond-file":
+            header[key]["data_offsets"] = [len(data), len(data) + 396]
+        elif damage == "offsets-wrong-size":
+            header[key]["data_offsets"][1] += 4
+        else:
+            header[key]["dtype"] = "F33"
+        text = json.dumps(header).encode().ljust(size)
+        data[8 : 8 + size] = text[:size] if len(text) > size else text
+    path.write_bytes(bytes(data))
+    with pytest.raises(xj.CheckpointError, match="corrupt or truncated"):
+        xj.XmodForMaskedLM.from_pretrained(folder)

@@ -152,3 +152,13 @@ def test_crash_while_writing_leaves_the_previous_checkpoint(checkpoint_dir, monk
     with pytest.raises(xj.CheckpointError):  # nothing loadable was left behind
         xj.XmodForMaskedLM.from_pretrained(fresh)
     assert checkpoint.SAFE_WEIGHTS_NAME not in os.listdir(fresh)
+
+
+def test_saved_files_get_the_usual_permissions(checkpoint_dir):
+    model = xj.XmodModel(xj.XmodConfig(**TINY))
+    folder = checkpoint_dir()
+    model.save_pretrained(folder, random_params(model))
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.json", "model.safetensors"):
+        assert os.stat(folder / name).st_mode & 0o777 == 0o666 & ~umask, name

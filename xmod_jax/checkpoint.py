@@ -8,11 +8,14 @@ half-written file under the real name.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
+import ml_dtypes
 import numpy as np
 
 from xmod_jax.errors import CheckpointError
@@ -21,6 +24,11 @@ SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_INDEX_NAME = "model.safetensors.index.json"
 TORCH_WEIGHTS_NAME = "pytorch_model.bin"
 TORCH_INDEX_NAME = "pytorch_model.bin.index.json"
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+    "F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2, "I64": np.int64,
+    "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------- reading
@@ -55,31 +63,98 @@ def _shards(index_path: str) -> list[str]:
     return [os.path.join(folder, f) for f in files]
 
 
-def read_state_dict(folder: str) -> dict[str, np.ndarray]:
-    """All tensors of a transformers folder as numpy arrays (bfloat16 via ml_dtypes)."""
+class TensorStore(Mapping[str, np.ndarray]):
+    """The tensors of a checkpoint by name, each read from disk when it is looked up.
+
+    Converting leaf by leaf from a store keeps peak memory near one copy of the model instead of
+    the whole state dict plus the converted params.
+    """
+
+    def __init__(self, readers: Mapping[str, Callable[[], np.ndarray]]) -> None:
+        self._readers = dict(readers)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self._readers[key]()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._readers)
+
+    def __len__(self) -> int:
+        return len(self._readers)
+
+    def renamed(self, names: Mapping[str, str]) -> TensorStore:
+        """A store holding `self[old]` under `new` for each `new: old` of `names`."""
+        return TensorStore({new: self._readers[old] for new, old in names.items()})
+
+
+def read_state_dict(folder: str) -> TensorStore:
+    """All tensors of a transformers folder, read lazily (bfloat16 arrives via ml_dtypes)."""
     fmt, files = weight_files(folder)
-    reader = read_safetensors if fmt == "safetensors" else read_torch_bin
-    state: dict[str, np.ndarray] = {}
+    opener = open_safetensors if fmt == "safetensors" else read_torch_bin
+    readers: dict[str, Callable[[], np.ndarray]] = {}
     for path in files:
-        part = reader(path)
-        duplicated = sorted(set(part) & set(state))
+        part = opener(path)
+        duplicated = sorted(set(part) & set(readers))
         if duplicated:
             raise CheckpointError(f"{path}: tensors also stored in another shard: {duplicated}")
-        state.update(part)
-    return state
+        readers.update(part)
+    return TensorStore(readers)
 
 
-def read_safetensors(path: str) -> dict[str, np.ndarray]:
-    from safetensors import safe_open
+def open_safetensors(path: str) -> dict[str, Callable[[], np.ndarray]]:
+    """Validate a safetensors file's header against its size; return a reader per tensor.
 
-    try:
-        with safe_open(path, framework="np") as f:
-            return {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
-    except Exception as e:  # the Rust reader raises its own error types
-        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({e})") from e
+    Tensors are read with plain file reads into fresh numpy buffers (no memory map), so memory
+    is released tensor by tensor as the loader converts them.
+    """
+
+    def corrupt(why: str) -> CheckpointError:
+        return CheckpointError(f"{path}: corrupt or truncated safetensors file ({why})")
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise corrupt(f"{size} bytes, shorter than the 8-byte header length")
+        header_size = int.from_bytes(prefix, "little")
+        if header_size > size - 8:
+            raise corrupt(f"header of {header_size} bytes exceeds the file")
+        try:
+            header = json.loads(f.read(header_size))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise corrupt(f"header is not JSON: {e}") from e
+    if not isinstance(header, dict):
+        raise corrupt("header is not a JSON object")
+    header.pop("__metadata__", None)
+    start = 8 + header_size
+    readers: dict[str, Callable[[], np.ndarray]] = {}
+    for key, info in header.items():
+        try:
+            dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
+            shape = tuple(int(n) for n in info["shape"])
+            begin, end = (int(n) for n in info["data_offsets"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise corrupt(f"bad entry for {key!r}: {info!r}") from e
+        if end - begin != math.prod(shape) * dtype.itemsize or begin < 0:
+            raise corrupt(
+                f"{key!r}: data_offsets {[begin, end]} do not fit {info['dtype']}{list(shape)}"
+            )
+        if start + end > size:
+            raise corrupt(f"{key!r} ends at byte {start + end} but the file has {size}")
+        readers[key] = functools.partial(_read_tensor, path, start + begin, dtype, shape)
+    return readers
 
 
-def read_torch_bin(path: str) -> dict[str, np.ndarray]:
+def _read_tensor(path: str, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    out = np.empty(shape, dtype)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        if f.readinto(memoryview(out.reshape(-1).view(np.uint8))) != out.nbytes:
+            raise CheckpointError(f"{path}: corrupt or truncated safetensors file (short read)")
+    return out
+
+
+def read_torch_bin(path: str) -> dict[str, Callable[[], np.ndarray]]:
     """A legacy `pytorch_model.bin` (needs torch; loaded with weights_only=True)."""
     try:
         import torch
@@ -93,14 +168,12 @@ def read_torch_bin(path: str) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: corrupt or truncated torch checkpoint ({e})") from e
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
-    return {key: _torch_to_numpy(torch, value) for key, value in state.items()}
+    return {key: functools.partial(_torch_to_numpy, torch, value) for key, value in state.items()}
 
 
 def _torch_to_numpy(torch, tensor) -> np.ndarray:
     tensor = tensor.detach().cpu().contiguous()
     if tensor.dtype == torch.bfloat16:
-        import ml_dtypes
-
         return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     return tensor.numpy()
 
@@ -114,6 +187,7 @@ def atomic_path(path: str) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -121,6 +195,12 @@ def atomic_path(path: str) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: str) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -122,28 +122,29 @@ def hf_to_params(
     shapes: Mapping[str, Any],
     axes: Mapping[str, Any],
     languages: Sequence[str],
+    finalize: Callable[[np.ndarray], Any] = lambda leaf: leaf,
 ) -> ConversionResult:
-    """Fill every leaf of `shapes` (a tree of shape tuples) from a transformers state dict."""
-    remaining = dict(state)
+    """Fill every leaf of `shapes` (a tree of shape tuples) from a transformers state dict.
+
+    Tensors are looked up one leaf at a time and each finished leaf goes through `finalize`
+    (e.g. a copy to the device), so a lazily read `state` is never held in memory whole.
+    """
+    consumed: set[str] = set()
     params: dict[str, Any] = {}
     missing: dict[Path, list[str]] = {}
     mismatched: dict[Path, list] = {}
     for path, shape in iter_leaves(shapes):
         names = get_leaf(axes, path)
         keys = hf_keys(path, names, languages)
-        expected = hf_shape(path, shape, names, shapes)
-        absent = [k for k in keys if k not in remaining]
+        consumed.update(keys)
+        absent = [k for k in keys if k not in state]
         if absent:
             missing[path] = absent
-            for k in keys:
-                remaining.pop(k, None)
             continue
-        tensors = [remaining.pop(k) for k in keys]
-        wrong = [
-            (k, expected, tuple(t.shape))
-            for k, t in zip(keys, tensors, strict=True)
-            if t.shape != expected
-        ]
+        expected = hf_shape(path, shape, names, shapes)
+        tensors = [state[k] for k in keys]
+        wrong = [(k, expected, t.shape) for k, t in zip(keys, tensors, strict=True)]
+        wrong = [(k, want, tuple(got)) for k, want, got in wrong if tuple(got) != want]
         if wrong:
             mismatched[path] = wrong
             continue
@@ -153,8 +154,9 @@ def hf_to_params(
             leaf = np.stack([_from_hf(path, t, sliced) for t in tensors], axis=axis)
         else:
             leaf = _from_hf(path, tensors[0], shape)
-        set_leaf(params, path, leaf)
-    return ConversionResult(params, missing, mismatched, sorted(remaining))
+        del tensors
+        set_leaf(params, path, finalize(leaf))
+    return ConversionResult(params, missing, mismatched, sorted(set(state) - consumed))
 
 
 def params_to_hf(

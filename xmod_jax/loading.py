@@ -9,6 +9,7 @@ unexpected or mis-shaped raises one error listing every offending key.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any
@@ -18,7 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from xmod_jax.base import Params, XmodPreTrainedModule, _unboxed_init
-from xmod_jax.checkpoint import SAFE_WEIGHTS_NAME, read_state_dict, write_safetensors
+from xmod_jax.checkpoint import (
+    SAFE_WEIGHTS_NAME,
+    TensorStore,
+    read_state_dict,
+    write_safetensors,
+)
 from xmod_jax.config import XmodConfig
 from xmod_jax.conversion import Path, get_leaf, hf_to_params, iter_leaves, params_to_hf, set_leaf
 from xmod_jax.errors import CheckpointError
@@ -42,25 +48,29 @@ def _is_head_path(path: Path) -> bool:
 
 
 def align_state_dict(
-    state: dict[str, np.ndarray], config: XmodConfig, has_encoder_prefix: bool
-) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Normalise key prefixes, drop buffers and the tied decoder copy -> (state, dropped keys)."""
-    aligned: dict[str, np.ndarray] = {}
+    state: TensorStore, config: XmodConfig, has_encoder_prefix: bool
+) -> tuple[TensorStore, list[str]]:
+    """Normalise key prefixes, drop buffers and the tied decoder copy -> (state, dropped keys).
+
+    Only names change here; no tensor is read.
+    """
+    names: dict[str, str] = {}  # new name -> name in the file
     dropped: list[str] = []
-    for key, value in state.items():
+    for key in state:
         bare = key.removeprefix(ENCODER_PREFIX)
         if bare.endswith(LEGACY_BUFFERS):
             dropped.append(key)
             continue
         if bare.startswith(ENCODER_MODULES):
-            key = ENCODER_PREFIX + bare if has_encoder_prefix else bare
-        aligned[key] = value
+            names[ENCODER_PREFIX + bare if has_encoder_prefix else bare] = key
+        else:
+            names[key] = key
     if config.tie_word_embeddings:
-        aligned.pop("lm_head.decoder.weight", None)  # the tied copy of the word table
-        decoder_bias = aligned.pop("lm_head.decoder.bias", None)  # tied to lm_head.bias
+        names.pop("lm_head.decoder.weight", None)  # the tied copy of the word table
+        decoder_bias = names.pop("lm_head.decoder.bias", None)  # tied to lm_head.bias
         if decoder_bias is not None:
-            aligned.setdefault("lm_head.bias", decoder_bias)
-    return aligned, dropped
+            names.setdefault("lm_head.bias", decoder_bias)
+    return state.renamed(names), dropped
 
 
 def _format_shapes(entries: list[tuple[str, tuple, tuple]]) -> str:
@@ -94,7 +104,8 @@ def load_pretrained(
     model = cls(config, dtype=dtype, param_dtype=param_dtype, **module_fields)
     shapes = jax.tree.map(lambda s: tuple(s.shape), model.param_shapes())
     state, dropped = align_state_dict(read_state_dict(folder), config, "roberta" in shapes)
-    result = hf_to_params(state, shapes, logical_axes(model), config.languages)
+    to_device = functools.partial(jnp.asarray, dtype=param_dtype)
+    result = hf_to_params(state, shapes, logical_axes(model), config.languages, to_device)
 
     errors = []
     bad_missing = {p: keys for p, keys in result.missing.items() if not _is_head_path(p)}
@@ -140,7 +151,7 @@ def load_pretrained(
         )
         for p, value in init_leaves(model, seed, to_init).items():
             set_leaf(params, p, value)
-    return model, jax.tree.map(lambda x: jnp.asarray(x, param_dtype), params)
+    return model, jax.tree.map(to_device, params)
 
 
 def shapes_of(shapes: Params, path: Path) -> tuple[int, ...]:
