@@ -1,0 +1,44 @@
+"""The README's Python snippets run as written (on a tiny model with the real vocabulary size)."""
+
+import os
+import pathlib
+import re
+
+import pytest
+
+import xmod_jax as xj
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _python_blocks():
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+@pytest.fixture(scope="module")
+def tiny_xmod_base(tmp_path_factory):
+    """A folder shaped like facebook/xmod-base's config, shrunk in width and depth."""
+    config = xj.XmodConfig(
+        vocab_size=250002, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=514, type_vocab_size=1,
+        layer_norm_eps=1e-5, languages=["de_DE", "en_XX", "sw_KE"],
+    )  # fmt: skip
+    model = xj.XmodForMaskedLM(config)
+    folder = tmp_path_factory.mktemp("xmod-base-like")
+    model.save_pretrained(folder, model.init_params(0))
+    return folder
+
+
+def test_usage_and_checkify_snippets_run(tiny_xmod_base, tmp_path, monkeypatch):
+    blocks = _python_blocks()
+    usage = next(b for b in blocks if "from_pretrained" in b)
+    recipe = next(b for b in blocks if "checkify" in b)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(usage.replace("path/to/xmod-base", str(tiny_xmod_base)), namespace)
+    assert namespace["out"].logits.shape == (2, 5, 250002)
+    assert os.path.exists(tmp_path / "my-xmod-classifier" / "model.safetensors")
+    exec(recipe, namespace)  # valid ids: err.throw() passes
+    namespace["lang_ids"] = namespace["lang_ids"] + 5
+    with pytest.raises(Exception, match="lang_ids out of range"):
+        exec(recipe, namespace)
