@@ -13,14 +13,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xmod_jax.config import XmodConfig
 from xmod_jax.inputs import ModelInputs, prepare_inputs
-from xmod_jax.layers import Dtype
+from xmod_jax.layers import Dtype, XmodModule
 
 Params = dict[str, Any]
 
 
-class XmodPreTrainedModule(nn.Module):
+class XmodPreTrainedModule(XmodModule):
     """Fields: `config` (XmodConfig), `dtype` (computation), `param_dtype` (storage).
 
     Call: `model.apply({"params": params}, input_ids=None, lang_ids=None, attention_mask=None,
@@ -29,10 +28,6 @@ class XmodPreTrainedModule(nn.Module):
     input_ids int [B, T] (`XmodForMultipleChoice`: [B, C, T]); lang_ids an int or int array of
     shape [], [1] or [B] (None: `config.default_language`).
     """
-
-    config: XmodConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     has_choices: ClassVar[bool] = False  # inputs carry a choice axis C
     hf_architecture: ClassVar[str] = ""  # transformers class name written to config.json

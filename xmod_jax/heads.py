@@ -18,7 +18,7 @@ from xmod_jax.activations import ACTIVATIONS
 from xmod_jax.base import XmodPreTrainedModule
 from xmod_jax.config import XmodConfig
 from xmod_jax.inputs import ModelInputs
-from xmod_jax.layers import Dtype, constant_init, dense, layer_norm
+from xmod_jax.layers import Dtype, XmodModule, constant_init, dense, layer_norm
 from xmod_jax.modeling import XmodModel
 from xmod_jax.outputs import XmodLogitsOutput, XmodModelOutput, XmodQuestionAnsweringOutput
 
@@ -37,21 +37,17 @@ def classifier_dropout_rate(config: XmodConfig) -> float:
     return config.classifier_dropout
 
 
-class XmodLMHead(nn.Module):
+class XmodLMHead(XmodModule):
     """dense -> exact GELU -> layer_norm -> vocabulary logits (decoder tied to the word table).
 
     With `tie_word_embeddings=False` the head owns `decoder` (kernel [D, V], bias [V]) and, as in
     transformers, the top-level `bias` is then unused; it is kept so checkpoints round-trip.
     """
 
-    config: XmodConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
     @nn.compact
     def __call__(self, x: jax.Array, word_table: jax.Array) -> jax.Array:
         """x [B, T, D], word_table [V, D] -> float32 logits [B, T, V]."""
-        cfg, kw = self.config, {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        cfg, kw = self.config, self.dtypes
         x = dense(cfg, cfg.hidden_size, ("embed", "mlp"), name="dense", **kw)(x)
         x = ACTIVATIONS["gelu"](x)  # transformers hard-codes exact GELU here
         x = layer_norm(cfg, name="layer_norm", **kw)(x)
@@ -74,12 +70,8 @@ class XmodLMHead(nn.Module):
         return decoder(x)
 
 
-class XmodClassificationHead(nn.Module):
+class XmodClassificationHead(XmodModule):
     """Sentence classification on the <s> token: dropout, dense, tanh, dropout, out_proj."""
-
-    config: XmodConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
@@ -91,9 +83,8 @@ class XmodClassificationHead(nn.Module):
             cfg,
             cfg.hidden_size,
             ("embed", "mlp"),
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
             name="dense",
+            **self.dtypes,
         )(h)
         h = drop(jnp.tanh(h))
         return logits_dense(cfg, cfg.num_labels, self.param_dtype, "out_proj")(h)
@@ -105,12 +96,7 @@ class XmodHeadModel(XmodPreTrainedModule):
     uses_pooler: ClassVar[bool] = False
 
     def setup(self) -> None:
-        self.roberta = XmodModel(
-            self.config,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            add_pooling_layer=self.uses_pooler,
-        )
+        self.roberta = XmodModel(self.config, add_pooling_layer=self.uses_pooler, **self.dtypes)
         self.setup_head()
 
     def setup_head(self) -> None:
@@ -146,7 +132,7 @@ class XmodForMaskedLM(XmodHeadModel):
     hf_architecture: ClassVar[str] = "XmodForMaskedLM"
 
     def setup_head(self) -> None:
-        self.lm_head = XmodLMHead(self.config, dtype=self.dtype, param_dtype=self.param_dtype)
+        self.lm_head = XmodLMHead(self.config, **self.dtypes)
 
     def head(self, encoded, inputs, deterministic):
         table = self.roberta.word_embedding_table()
@@ -159,9 +145,7 @@ class XmodForSequenceClassification(XmodHeadModel):
     hf_architecture: ClassVar[str] = "XmodForSequenceClassification"
 
     def setup_head(self) -> None:
-        self.classifier = XmodClassificationHead(
-            self.config, dtype=self.dtype, param_dtype=self.param_dtype
-        )
+        self.classifier = XmodClassificationHead(self.config, **self.dtypes)
 
     def head(self, encoded, inputs, deterministic):
         return _logits_output(self.classifier(encoded.last_hidden_state, deterministic), encoded)

@@ -23,6 +23,19 @@ Dtype = Any
 AxisNames = tuple[str | None, ...]
 
 
+class XmodModule(nn.Module):
+    """Base of the X-MOD modules: the config plus computation and storage dtypes."""
+
+    config: XmodConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @property
+    def dtypes(self) -> dict[str, Dtype]:
+        """`dtype` and `param_dtype` as keyword arguments for submodules."""
+        return {"dtype": self.dtype, "param_dtype": self.param_dtype}
+
+
 def normal_init(config: XmodConfig, names: AxisNames) -> nn.initializers.Initializer:
     """N(0, initializer_range), as transformers initialises Linear and Embedding weights."""
     return nn.with_logical_partitioning(nn.initializers.normal(config.initializer_range), names)

@@ -22,7 +22,16 @@ from xmod_jax.activations import ACTIVATIONS
 from xmod_jax.base import XmodPreTrainedModule
 from xmod_jax.config import XmodConfig
 from xmod_jax.inputs import ModelInputs
-from xmod_jax.layers import Dtype, Embed, constant_init, dense, layer_norm, normal_init, take_rows
+from xmod_jax.layers import (
+    Dtype,
+    Embed,
+    XmodModule,
+    constant_init,
+    dense,
+    layer_norm,
+    normal_init,
+    take_rows,
+)
 from xmod_jax.outputs import XmodModelOutput
 
 MASK_VALUE = float(jnp.finfo(jnp.float32).min)  # what transformers adds to masked scores
@@ -45,15 +54,11 @@ def sequential_position_ids(batch: int, length: int, pad_token_id: int) -> jax.A
     return jnp.broadcast_to(positions, (batch, length))
 
 
-class XmodEmbeddings(nn.Module):
+class XmodEmbeddings(XmodModule):
     """Word + token-type + position embeddings, LayerNorm, dropout -> [B, T, D]."""
 
-    config: XmodConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
     def setup(self) -> None:
-        cfg, kw = self.config, {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        cfg, kw = self.config, self.dtypes
         pad = cfg.pad_token_id
         self.word_embeddings = Embed(cfg, cfg.vocab_size, ("vocab", "embed"), pad, **kw)
         self.position_embeddings = Embed(
@@ -99,15 +104,11 @@ def attention_bias(attention_mask: jax.Array | None, length: int, causal: bool) 
     return jnp.where(keep, 0.0, MASK_VALUE).astype(jnp.float32)
 
 
-class XmodSelfAttention(nn.Module):
+class XmodSelfAttention(XmodModule):
     """Multi-head scaled dot-product attention; returns context [B, T, N, H], probs [B, N, T, S]."""
 
-    config: XmodConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
     def setup(self) -> None:
-        cfg, kw = self.config, {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        cfg, kw = self.config, self.dtypes
         heads = (cfg.num_attention_heads, cfg.head_dim)
         self.query = dense(cfg, heads, ("embed", "heads", "kv"), name="query", **kw)
         self.key = dense(cfg, heads, ("embed", "heads", "kv"), name="key", **kw)
@@ -128,15 +129,11 @@ class XmodSelfAttention(nn.Module):
         return context, probs
 
 
-class XmodSelfOutput(nn.Module):
+class XmodSelfOutput(XmodModule):
     """`attention.output`: projection back to D plus the block's LayerNorm."""
 
-    config: XmodConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
     def setup(self) -> None:
-        cfg, kw = self.config, {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        cfg, kw = self.config, self.dtypes
         self.dense = dense(
             cfg, cfg.hidden_size, ("heads", "kv", "embed"), axis=(-2, -1), name="dense", **kw
         )
@@ -151,18 +148,14 @@ class XmodSelfOutput(nn.Module):
         return self.dropout(self.dense(context), deterministic=deterministic) + residual
 
 
-class XmodAttention(nn.Module):
+class XmodAttention(XmodModule):
     """Self-attention block: post-norm LN(x + attn(x)) or pre-norm x + attn(LN(x))."""
-
-    config: XmodConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(
         self, x: jax.Array, bias: jax.Array | None, deterministic: bool
     ) -> tuple[jax.Array, jax.Array]:
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        kw = self.dtypes
         output = XmodSelfOutput(self.config, name="output", **kw)
         attend = XmodSelfAttention(self.config, name="self", **kw)
         pre_norm = self.config.pre_norm
@@ -172,12 +165,8 @@ class XmodAttention(nn.Module):
 
 
 # ------------------------------------------------------------------------ feed-forward + adapters
-class XmodIntermediate(nn.Module):
+class XmodIntermediate(XmodModule):
     """First FFN projection and activation: [B, T, D] -> [B, T, F]."""
-
-    config: XmodConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -186,8 +175,7 @@ class XmodIntermediate(nn.Module):
             cfg,
             cfg.intermediate_size,
             ("embed", "mlp"),
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtypes,
             name="dense",
         )(x)
         return ACTIVATIONS[cfg.hidden_act](h)
@@ -229,30 +217,22 @@ class LanguageDense(nn.Module):
         return jnp.einsum("BTI,BIO->BTO", x.astype(self.dtype), kernel) + bias[:, None, :]
 
 
-class XmodAdapters(nn.Module):
+class XmodAdapters(XmodModule):
     """All languages' bottleneck adapters of one layer: dense2(act(dense1(x))), [B, T, D]."""
-
-    config: XmodConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, lang_ids: jax.Array) -> jax.Array:
-        cfg, kw = self.config, {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        cfg, kw = self.config, self.dtypes
         h = LanguageDense(cfg, cfg.adapter_size, name="dense1", **kw)(x, lang_ids)  # [B, T, R]
         h = ACTIVATIONS[cfg.hidden_act](h)  # no dropout inside the adapter (transformers)
         return LanguageDense(cfg, cfg.hidden_size, name="dense2", **kw)(h, lang_ids)  # [B, T, D]
 
 
-class XmodOutput(nn.Module):
+class XmodOutput(XmodModule):
     """`output`: second FFN projection, residual, then the language adapter around it."""
 
-    config: XmodConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
     def setup(self) -> None:
-        cfg, kw = self.config, {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        cfg, kw = self.config, self.dtypes
         self.dense = dense(cfg, cfg.hidden_size, ("mlp", "embed"), name="dense", **kw)
         self.LayerNorm = layer_norm(cfg, name="LayerNorm", **kw)
         if cfg.adapter_layer_norm:
@@ -280,18 +260,14 @@ class XmodOutput(nn.Module):
         return self.dropout(adapted, deterministic=deterministic) + adapter_residual
 
 
-class XmodLayer(nn.Module):
+class XmodLayer(XmodModule):
     """One transformer block with its language adapter: [B, T, D] -> [B, T, D]."""
-
-    config: XmodConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(
         self, x: jax.Array, lang_ids: jax.Array, bias: jax.Array | None, deterministic: bool
     ) -> tuple[jax.Array, jax.Array]:
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        kw = self.dtypes
         pre_norm = self.config.pre_norm
         a, probs = XmodAttention(self.config, name="attention", **kw)(x, bias, deterministic)
         output = XmodOutput(self.config, name="output", **kw)
@@ -302,17 +278,13 @@ class XmodLayer(nn.Module):
         return (y if pre_norm else output.norm(y)), probs
 
 
-class XmodEncoder(nn.Module):
+class XmodEncoder(XmodModule):
     """The layer stack (plus the final LayerNorm of pre-norm models).
 
     Returns (last [B, T, D], hidden states or None, attention probs or None). Hidden states follow
     transformers: the embeddings, every layer's output, with the last entry being the final
     (normed) output.
     """
-
-    config: XmodConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(
@@ -324,7 +296,7 @@ class XmodEncoder(nn.Module):
         output_hidden_states: bool,
         output_attentions: bool,
     ) -> tuple[jax.Array, tuple[jax.Array, ...] | None, tuple[jax.Array, ...] | None]:
-        cfg, kw = self.config, {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        cfg, kw = self.config, self.dtypes
         hidden, attentions = [x], []
         for i in range(cfg.num_hidden_layers):
             x, probs = XmodLayer(cfg, name=f"layer_{i}", **kw)(x, lang_ids, bias, deterministic)
@@ -340,12 +312,8 @@ class XmodEncoder(nn.Module):
         )
 
 
-class XmodPooler(nn.Module):
+class XmodPooler(XmodModule):
     """tanh(dense(h[:, 0])): [B, T, D] -> [B, D]."""
-
-    config: XmodConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -356,9 +324,8 @@ class XmodPooler(nn.Module):
                 cfg,
                 cfg.hidden_size,
                 ("embed", "mlp"),
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
                 name="dense",
+                **self.dtypes,
             )(first)
         )
 
@@ -375,7 +342,7 @@ class XmodModel(XmodPreTrainedModule):
     hf_architecture: ClassVar[str] = "XmodModel"
 
     def setup(self) -> None:
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        kw = self.dtypes
         self.embeddings = XmodEmbeddings(self.config, **kw)
         self.encoder = XmodEncoder(self.config, **kw)
         if self.add_pooling_layer:
