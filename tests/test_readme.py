@@ -19,10 +19,16 @@ def _python_blocks():
 def tiny_xmod_base(tmp_path_factory):
     """A folder shaped like facebook/xmod-base's config, shrunk in width and depth."""
     config = xj.XmodConfig(
-        vocab_size=250002, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=514, type_vocab_size=1,
-        layer_norm_eps=1e-5, languages=["de_DE", "en_XX", "sw_KE"],
-    )  # fmt: skip
+        vocab_size=250002,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        languages=["de_DE", "en_XX", "sw_KE"],
+    )
     model = xj.XmodForMaskedLM(config)
     folder = tmp_path_factory.mktemp("xmod-base-like")
     model.save_pretrained(folder, model.init_params(0))

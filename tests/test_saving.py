@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 import xmod_jax as xj
-from xmod_jax import checkpoint
+from xmod_jax import tensor_files
 from xmod_jax.conversion import params_to_hf
 
 INPUTS = dict(input_ids=INPUT_IDS, lang_ids=LANG_IDS, attention_mask=ATTENTION_MASK)
@@ -136,22 +136,27 @@ def test_crash_while_writing_leaves_the_previous_checkpoint(checkpoint_dir, monk
     model.save_pretrained(folder, params)
     before = (folder / "model.safetensors").read_bytes()
 
-    def crash(tensors, path, metadata=None):
-        with open(path, "wb") as f:
-            f.write(b"half a file")
-        raise KeyboardInterrupt  # the process is interrupted mid-write
+    written = []
 
-    monkeypatch.setattr("safetensors.numpy.save_file", crash)
+    def crash(f, tensor):
+        written.append(tensor.nbytes)
+        if len(written) == 5:  # the process is interrupted after four tensors
+            f.write(b"half a tensor")
+            raise KeyboardInterrupt
+        f.write(memoryview(tensor.reshape(-1).view(np.uint8)))
+
+    monkeypatch.setattr(tensor_files, "write_array", crash)
     with pytest.raises(KeyboardInterrupt):
         model.save_pretrained(folder, random_params(model))
     assert (folder / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     fresh = checkpoint_dir()
+    written.clear()
     with pytest.raises(KeyboardInterrupt):
         model.save_pretrained(fresh, params)
     with pytest.raises(xj.CheckpointError):  # nothing loadable was left behind
         xj.XmodForMaskedLM.from_pretrained(fresh)
-    assert checkpoint.SAFE_WEIGHTS_NAME not in os.listdir(fresh)
+    assert tensor_files.SAFE_WEIGHTS_NAME not in os.listdir(fresh)
 
 
 def test_saved_files_get_the_usual_permissions(checkpoint_dir):

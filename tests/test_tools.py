@@ -13,10 +13,19 @@ def test_check_parity_reports_ok_for_a_transformers_folder(checkpoint_dir):
     folder = checkpoint_dir()
     hf_model("XmodForTokenClassification", num_labels=3, pre_norm=True).save_pretrained(folder)
     result = subprocess.run(
-        [sys.executable, ROOT / "convert/check_parity.py", folder, "--head",
-         "XmodForTokenClassification", "--length", "12"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            ROOT / "convert/check_parity.py",
+            folder,
+            "--head",
+            "XmodForTokenClassification",
+            "--length",
+            "12",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "logits" in result.stdout and "OK: worst" in result.stdout
 
@@ -27,7 +36,9 @@ def test_check_parity_fails_when_weights_differ(checkpoint_dir):
     # The published-checkpoint situation: a head missing from the folder is random on both sides.
     result = subprocess.run(
         [sys.executable, ROOT / "convert/check_parity.py", folder, "--head", "XmodForMaskedLM"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "MISMATCH" in result.stdout

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from xmod_jax.cache import XmodCache
 from xmod_jax.inputs import ModelInputs, prepare_inputs
 from xmod_jax.layers import Dtype, XmodModule
 
@@ -26,11 +27,14 @@ class XmodPreTrainedModule(XmodModule):
     token_type_ids=None, position_ids=None, inputs_embeds=None, output_hidden_states=False,
     output_attentions=False, deterministic=True)`, dropout rng in `rngs={"dropout": key}`.
     input_ids int [B, T] (`XmodForMultipleChoice`: [B, C, T]); lang_ids an int or int array of
-    shape [], [1] or [B] (None: `config.default_language`).
+    shape [], [1] or [B] (None: `config.default_language`). Decoders (`config.is_decoder`) also
+    take `encoder_hidden_states` [B, S_enc, D] and `encoder_attention_mask` [B, S_enc]
+    (cross-attention), `past_key_values` (an `init_cache` cache) and `use_cache`.
     """
 
     has_choices: ClassVar[bool] = False  # inputs carry a choice axis C
     hf_architecture: ClassVar[str] = ""  # transformers class name written to config.json
+    config_defaults: ClassVar[dict[str, Any]] = {}  # config values from_pretrained sets
 
     def __call__(
         self,
@@ -43,6 +47,10 @@ class XmodPreTrainedModule(XmodModule):
         output_hidden_states: bool = False,
         output_attentions: bool = False,
         deterministic: bool = True,
+        encoder_hidden_states: Any = None,
+        encoder_attention_mask: Any = None,
+        past_key_values: XmodCache | None = None,
+        use_cache: bool | None = None,
     ) -> Any:
         inputs = prepare_inputs(
             self.config,
@@ -52,6 +60,10 @@ class XmodPreTrainedModule(XmodModule):
             token_type_ids=token_type_ids,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
             has_choices=self.has_choices,
         )
         return self.forward(
@@ -75,7 +87,10 @@ class XmodPreTrainedModule(XmodModule):
     def dummy_inputs(self) -> dict[str, jax.Array]:
         """The smallest valid inputs, for `init` and shape evaluation."""
         shape = (1, 1, 1) if self.has_choices else (1, 1)
-        return {"input_ids": jnp.zeros(shape, jnp.int32), "lang_ids": jnp.zeros((1,), jnp.int32)}
+        inputs = {"input_ids": jnp.zeros(shape, jnp.int32), "lang_ids": jnp.zeros((1,), jnp.int32)}
+        if self.config.add_cross_attention:  # so that init creates the cross-attention weights
+            inputs["encoder_hidden_states"] = jnp.zeros((1, 1, self.config.hidden_size))
+        return inputs
 
     def init_params(self, rng: jax.Array | int = 0) -> Params:
         """Randomly initialised params (transformers' init scheme) as a plain nested dict."""

@@ -1,181 +1,20 @@
-"""Reading and writing checkpoint files: safetensors (single or sharded), legacy torch `.bin`.
+"""Checkpoint folders: atomic writes and the orbax layout (every orbax call lives here).
 
-Reading is numpy only; torch is imported solely for `.bin` files. Writes go to a temporary
-sibling that is synced and then renamed over the target, so a crash mid-write never leaves a
-half-written file under the real name.
+Two layouts load with `from_pretrained`: a transformers folder (`config.json` + safetensors or
+`pytorch_model.bin`, see `tensor_files.py`) and an orbax folder (`config.json` + `params/`, an
+orbax PyTree checkpoint of our params). Writers fill a temporary sibling (`.NAME.tmp-*`), sync
+it and rename it into place, so a crash or kill mid-write never leaves a folder or file that
+loads; loaders only ever look at the real name, so leftover temporaries are ignored.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
-import math
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
-
-import ml_dtypes
-import numpy as np
-
-from xmod_jax.errors import CheckpointError
-
-SAFE_WEIGHTS_NAME = "model.safetensors"
-SAFE_INDEX_NAME = "model.safetensors.index.json"
-TORCH_WEIGHTS_NAME = "pytorch_model.bin"
-TORCH_INDEX_NAME = "pytorch_model.bin.index.json"
-_SAFETENSORS_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-    "F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2, "I64": np.int64,
-    "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
-}  # fmt: skip
-
-
-# ----------------------------------------------------------------------------------- reading
-def weight_files(folder: str) -> tuple[str, list[str]]:
-    """Which weights a transformers folder holds: (format, files), safetensors preferred."""
-    for name, fmt in (
-        (SAFE_WEIGHTS_NAME, "safetensors"),
-        (SAFE_INDEX_NAME, "safetensors"),
-        (TORCH_WEIGHTS_NAME, "torch"),
-        (TORCH_INDEX_NAME, "torch"),
-    ):
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
-            return fmt, _shards(path) if name.endswith(".index.json") else [path]
-    raise CheckpointError(
-        f"no weights in {folder!r}: expected {SAFE_WEIGHTS_NAME}, {SAFE_INDEX_NAME} or "
-        f"{TORCH_WEIGHTS_NAME}"
-    )
-
-
-def _shards(index_path: str) -> list[str]:
-    try:
-        with open(index_path, encoding="utf-8") as f:
-            weight_map = json.load(f)["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{index_path}: not a valid shard index ({e!r})") from e
-    folder = os.path.dirname(index_path)
-    files = sorted(set(weight_map.values()))
-    absent = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
-    if absent:
-        raise CheckpointError(f"{index_path}: shard files missing: {absent}")
-    return [os.path.join(folder, f) for f in files]
-
-
-class TensorStore(Mapping[str, np.ndarray]):
-    """The tensors of a checkpoint by name, each read from disk when it is looked up.
-
-    Converting leaf by leaf from a store keeps peak memory near one copy of the model instead of
-    the whole state dict plus the converted params.
-    """
-
-    def __init__(self, readers: Mapping[str, Callable[[], np.ndarray]]) -> None:
-        self._readers = dict(readers)
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        return self._readers[key]()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._readers)
-
-    def __len__(self) -> int:
-        return len(self._readers)
-
-    def renamed(self, names: Mapping[str, str]) -> TensorStore:
-        """A store holding `self[old]` under `new` for each `new: old` of `names`."""
-        return TensorStore({new: self._readers[old] for new, old in names.items()})
-
-
-def read_state_dict(folder: str) -> TensorStore:
-    """All tensors of a transformers folder, read lazily (bfloat16 arrives via ml_dtypes)."""
-    fmt, files = weight_files(folder)
-    opener = open_safetensors if fmt == "safetensors" else read_torch_bin
-    readers: dict[str, Callable[[], np.ndarray]] = {}
-    for path in files:
-        part = opener(path)
-        duplicated = sorted(set(part) & set(readers))
-        if duplicated:
-            raise CheckpointError(f"{path}: tensors also stored in another shard: {duplicated}")
-        readers.update(part)
-    return TensorStore(readers)
-
-
-def open_safetensors(path: str) -> dict[str, Callable[[], np.ndarray]]:
-    """Validate a safetensors file's header against its size; return a reader per tensor.
-
-    Tensors are read with plain file reads into fresh numpy buffers (no memory map), so memory
-    is released tensor by tensor as the loader converts them.
-    """
-
-    def corrupt(why: str) -> CheckpointError:
-        return CheckpointError(f"{path}: corrupt or truncated safetensors file ({why})")
-
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise corrupt(f"{size} bytes, shorter than the 8-byte header length")
-        header_size = int.from_bytes(prefix, "little")
-        if header_size > size - 8:
-            raise corrupt(f"header of {header_size} bytes exceeds the file")
-        try:
-            header = json.loads(f.read(header_size))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise corrupt(f"header is not JSON: {e}") from e
-    if not isinstance(header, dict):
-        raise corrupt("header is not a JSON object")
-    header.pop("__metadata__", None)
-    start = 8 + header_size
-    readers: dict[str, Callable[[], np.ndarray]] = {}
-    for key, info in header.items():
-        try:
-            dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
-            shape = tuple(int(n) for n in info["shape"])
-            begin, end = (int(n) for n in info["data_offsets"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise corrupt(f"bad entry for {key!r}: {info!r}") from e
-        if end - begin != math.prod(shape) * dtype.itemsize or begin < 0:
-            raise corrupt(
-                f"{key!r}: data_offsets {[begin, end]} do not fit {info['dtype']}{list(shape)}"
-            )
-        if start + end > size:
-            raise corrupt(f"{key!r} ends at byte {start + end} but the file has {size}")
-        readers[key] = functools.partial(_read_tensor, path, start + begin, dtype, shape)
-    return readers
-
-
-def _read_tensor(path: str, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-    out = np.empty(shape, dtype)
-    with open(path, "rb") as f:
-        f.seek(offset)
-        if f.readinto(memoryview(out.reshape(-1).view(np.uint8))) != out.nbytes:
-            raise CheckpointError(f"{path}: corrupt or truncated safetensors file (short read)")
-    return out
-
-
-def read_torch_bin(path: str) -> dict[str, Callable[[], np.ndarray]]:
-    """A legacy `pytorch_model.bin` (needs torch; loaded with weights_only=True)."""
-    try:
-        import torch
-    except ImportError as e:
-        raise CheckpointError(
-            f"{path} is a torch pickle: install torch to read it, or convert it to safetensors"
-        ) from e
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: corrupt or truncated torch checkpoint ({e})") from e
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
-    return {key: functools.partial(_torch_to_numpy, torch, value) for key, value in state.items()}
-
-
-def _torch_to_numpy(torch, tensor) -> np.ndarray:
-    tensor = tensor.detach().cpu().contiguous()
-    if tensor.dtype == torch.bfloat16:
-        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return tensor.numpy()
+from collections.abc import Iterator
+from typing import Any
 
 
 # ----------------------------------------------------------------------------------- writing
@@ -216,9 +55,71 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def write_safetensors(path: str, tensors: Mapping[str, np.ndarray]) -> None:
-    """Atomically write a safetensors file transformers accepts (metadata format "pt")."""
-    from safetensors.numpy import save_file
+# ------------------------------------------------------------------------------------- folders
+@contextlib.contextmanager
+def atomic_folder(path: str, overwrite: bool = False) -> Iterator[str]:
+    """Yield an empty temporary sibling of folder `path`; on success sync it and move it to `path`.
 
-    with atomic_path(path) as tmp:
-        save_file(dict(tensors), tmp, metadata={"format": "pt"})
+    An existing `path` is refused unless `overwrite`; it is then renamed aside, replaced, and
+    removed, so at no point does a half-written folder sit under `path`.
+    """
+    path = os.path.abspath(path)
+    parent, name = os.path.split(path)
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        _fsync_tree(tmp)
+        if os.path.lexists(path):
+            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+            os.replace(path, os.path.join(old, name))
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+        _fsync_dir(parent)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync_tree(folder: str) -> None:
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(root)
+
+
+# --------------------------------------------------------------------------------------- orbax
+ORBAX_PARAMS = "params"
+
+
+def is_orbax_folder(folder: str) -> bool:
+    return os.path.isdir(os.path.join(folder, ORBAX_PARAMS))
+
+
+def save_orbax_params(folder: str, params: Any) -> None:
+    """Write `params` as an orbax checkpoint in `folder/params` (waits until it is on disk)."""
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(os.path.join(os.path.abspath(folder), ORBAX_PARAMS), params)
+        checkpointer.wait_until_finished()
+
+
+def load_orbax_params(folder: str) -> Any:
+    """The params tree of `folder/params`, as saved (arrays on the default device)."""
+    import orbax.checkpoint as ocp
+
+    from xmod_jax.errors import CheckpointError
+
+    path = os.path.join(os.path.abspath(folder), ORBAX_PARAMS)
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            return checkpointer.restore(path)
+    except Exception as e:  # orbax and tensorstore raise many types
+        raise CheckpointError(f"{path}: unreadable orbax checkpoint ({e})") from e

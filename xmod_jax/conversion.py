@@ -15,6 +15,7 @@ over is reported, so the loader can decide what is an error.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -159,23 +160,36 @@ def hf_to_params(
     return ConversionResult(params, missing, mismatched, sorted(set(state) - consumed))
 
 
+def hf_tensor_specs(
+    params: Mapping[str, Any], axes: Mapping[str, Any], languages: Sequence[str]
+) -> list[tuple[str, np.dtype, tuple[int, ...], Callable[[], np.ndarray]]]:
+    """(key, dtype, shape, producer) of every transformers tensor; producers build C-contiguous
+    numpy arrays on demand, so a writer can stream them one at a time."""
+    shapes: dict[str, Any] = {}
+    for path, leaf in iter_leaves(params):
+        set_leaf(shapes, path, tuple(np.shape(leaf)))
+    specs = []
+    for path, leaf in iter_leaves(params):
+        names = get_leaf(axes, path)
+        expected = hf_shape(path, np.shape(leaf), names, shapes)
+        keys = hf_keys(path, names, languages)
+        dtype = np.dtype(leaf.dtype)
+        axis = names.index(LANG_AXIS) if LANG_AXIS in names else None
+        for index, key in enumerate(keys):
+            produce = functools.partial(_hf_tensor, path, leaf, axis, index, expected)
+            specs.append((key, dtype, expected, produce))
+    return specs
+
+
+def _hf_tensor(path: Path, leaf: Any, axis: int | None, index: int, shape: tuple) -> np.ndarray:
+    leaf = np.asarray(leaf)
+    if axis is not None:
+        leaf = np.take(leaf, index, axis=axis)
+    return _to_hf(path, leaf, shape)
+
+
 def params_to_hf(
     params: Mapping[str, Any], axes: Mapping[str, Any], languages: Sequence[str]
 ) -> dict[str, np.ndarray]:
     """Flax params (any array type) -> transformers state dict of C-contiguous numpy arrays."""
-    shapes = {}
-    for path, leaf in iter_leaves(params):
-        set_leaf(shapes, path, tuple(np.shape(leaf)))
-    state: dict[str, np.ndarray] = {}
-    for path, leaf in iter_leaves(params):
-        names = get_leaf(axes, path)
-        leaf = np.asarray(leaf)
-        expected = hf_shape(path, leaf.shape, names, shapes)
-        keys = hf_keys(path, names, languages)
-        if LANG_AXIS in names:
-            axis = names.index(LANG_AXIS)
-            for index, key in enumerate(keys):
-                state[key] = _to_hf(path, np.take(leaf, index, axis=axis), expected)
-        else:
-            state[keys[0]] = _to_hf(path, leaf, expected)
-    return state
+    return {key: produce() for key, _, _, produce in hf_tensor_specs(params, axes, languages)}

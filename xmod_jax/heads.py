@@ -123,13 +123,17 @@ class XmodHeadModel(XmodPreTrainedModule):
 
 
 def _logits_output(logits: jax.Array, encoded: XmodModelOutput) -> XmodLogitsOutput:
-    return XmodLogitsOutput(logits, encoded.hidden_states, encoded.attentions)
+    return XmodLogitsOutput(
+        logits,
+        encoded.hidden_states,
+        encoded.attentions,
+        encoded.cross_attentions,
+        encoded.past_key_values,
+    )
 
 
-class XmodForMaskedLM(XmodHeadModel):
-    """Masked-LM logits float32 [B, T, V]."""
-
-    hf_architecture: ClassVar[str] = "XmodForMaskedLM"
+class XmodLanguageModel(XmodHeadModel):
+    """The LM head on the encoder output: float32 logits [B, T, V]."""
 
     def setup_head(self) -> None:
         self.lm_head = XmodLMHead(self.config, **self.dtypes)
@@ -137,6 +141,33 @@ class XmodForMaskedLM(XmodHeadModel):
     def head(self, encoded, inputs, deterministic):
         table = self.roberta.word_embedding_table()
         return _logits_output(self.lm_head(encoded.last_hidden_state, table), encoded)
+
+
+class XmodForMaskedLM(XmodLanguageModel):
+    """Masked-LM logits float32 [B, T, V] (the published X-MOD checkpoints are masked LMs)."""
+
+    hf_architecture: ClassVar[str] = "XmodForMaskedLM"
+
+
+class XmodForCausalLM(XmodLanguageModel):
+    """Next-token logits float32 [B, T, V]: the LM head under causal self-attention.
+
+    Needs `config.is_decoder=True` (`from_pretrained` sets it). Takes `past_key_values` from
+    `xmod_jax.init_cache` for incremental decoding and, with `add_cross_attention`,
+    `encoder_hidden_states`; see `xmod_jax.generate`.
+    """
+
+    hf_architecture: ClassVar[str] = "XmodForCausalLM"
+    config_defaults: ClassVar[dict] = {"is_decoder": True}
+
+    def setup_head(self) -> None:
+        if not self.config.is_decoder:
+            raise ValueError(
+                "XmodForCausalLM needs config.is_decoder=True (causal self-attention); "
+                "XmodForCausalLM.from_pretrained sets it, or use dataclasses.replace(config, "
+                "is_decoder=True)"
+            )
+        super().setup_head()
 
 
 class XmodForSequenceClassification(XmodHeadModel):
@@ -207,6 +238,7 @@ class XmodForQuestionAnswering(XmodHeadModel):
 
 HEAD_CLASSES = (
     XmodForMaskedLM,
+    XmodForCausalLM,
     XmodForSequenceClassification,
     XmodForMultipleChoice,
     XmodForTokenClassification,

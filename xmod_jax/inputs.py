@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xmod_jax.cache import XmodCache
 from xmod_jax.config import XmodConfig
 
 logger = logging.getLogger("xmod_jax")
@@ -25,7 +26,8 @@ class ModelInputs:
     """Validated inputs, multiple-choice inputs already flattened to B*C rows.
 
     input_ids int32 [B, T] or inputs_embeds [B, T, D]; lang_ids int32 [B];
-    attention_mask / token_type_ids / position_ids [B, T] or None; num_choices C or None.
+    attention_mask / token_type_ids / position_ids [B, T] or None; num_choices C or None;
+    decoders: encoder_hidden_states [B, S_enc, D], encoder_attention_mask [B, S_enc], cache.
     """
 
     input_ids: jax.Array | None
@@ -35,6 +37,9 @@ class ModelInputs:
     token_type_ids: jax.Array | None = None
     position_ids: jax.Array | None = None
     num_choices: int | None = None
+    encoder_hidden_states: jax.Array | None = None
+    encoder_attention_mask: jax.Array | None = None
+    past_key_values: XmodCache | None = None
 
 
 def is_concrete(x: Any) -> bool:
@@ -106,6 +111,10 @@ def prepare_inputs(
     token_type_ids: Any = None,
     position_ids: Any = None,
     inputs_embeds: Any = None,
+    encoder_hidden_states: Any = None,
+    encoder_attention_mask: Any = None,
+    past_key_values: XmodCache | None = None,
+    use_cache: bool | None = None,
     has_choices: bool = False,
 ) -> ModelInputs:
     """Validate the public call arguments and return flat `ModelInputs`.
@@ -146,11 +155,18 @@ def prepare_inputs(
     token_type_ids = token_shaped(token_type_ids, "token_type_ids", "int")
     position_ids = token_shaped(position_ids, "position_ids", "int")
     length = shape[-1]
-    if position_ids is None and length > config.max_sequence_length:
-        raise ValueError(
-            f"sequence length {length} exceeds this model's {config.max_sequence_length} positions "
-            f"(max_position_embeddings={config.max_position_embeddings} minus pad_token_id + 1)"
-        )
+    cache = _check_cache(config, past_key_values, use_cache, shape, has_choices)
+    if position_ids is None:
+        start = 0 if cache is None or not is_concrete(cache.index) else int(cache.index)
+        if start + length > config.max_sequence_length:
+            raise ValueError(
+                f"sequence length {start + length} exceeds this model's "
+                f"{config.max_sequence_length} positions (max_position_embeddings="
+                f"{config.max_position_embeddings} minus pad_token_id + 1)"
+            )
+    encoder_hidden_states, encoder_attention_mask = _check_encoder_states(
+        config, encoder_hidden_states, encoder_attention_mask, shape[0], cache
+    )
     lang_ids = resolve_lang_ids(config, lang_ids, shape[0])
     _check_range(input_ids, "input_ids", 0, config.vocab_size, "the vocabulary")
     _check_range(token_type_ids, "token_type_ids", 0, config.type_vocab_size, "type_vocab_size")
@@ -181,4 +197,69 @@ def prepare_inputs(
         token_type_ids=flat(token_type_ids, jnp.int32),
         position_ids=flat(position_ids, jnp.int32),
         num_choices=num_choices,
+        encoder_hidden_states=encoder_hidden_states,
+        encoder_attention_mask=encoder_attention_mask,
+        past_key_values=cache,
     )
+
+
+def _check_cache(
+    config: XmodConfig,
+    cache: XmodCache | None,
+    use_cache: bool | None,
+    shape: tuple[int, ...],
+    has_choices: bool,
+) -> XmodCache | None:
+    """`past_key_values` must be an `init_cache` cache that fits this batch."""
+    if use_cache and cache is None:
+        raise ValueError(
+            "use_cache=True needs a preallocated cache: pass "
+            "past_key_values=xmod_jax.init_cache(config, batch_size, max_length)"
+        )
+    if cache is None:
+        return None
+    if use_cache is False:
+        raise ValueError("past_key_values was given with use_cache=False; drop one of them")
+    if not isinstance(cache, XmodCache):
+        raise TypeError(f"past_key_values must be an XmodCache from init_cache, got {type(cache)}")
+    if not config.is_decoder or has_choices:
+        raise ValueError("past_key_values needs a decoder (config.is_decoder=True)")
+    if len(cache.layers) != config.num_hidden_layers or cache.batch_size != shape[0]:
+        raise ValueError(
+            f"past_key_values holds {len(cache.layers)} layers for batch {cache.batch_size}; "
+            f"this call needs {config.num_hidden_layers} layers for batch {shape[0]}"
+        )
+    if is_concrete(cache.index) and int(cache.index) + shape[-1] > cache.max_length:
+        raise ValueError(
+            f"the cache is full: {int(cache.index)} of {cache.max_length} positions used, "
+            f"{shape[-1]} more requested; make it longer with init_cache(..., max_length)"
+        )
+    return cache
+
+
+def _check_encoder_states(
+    config: XmodConfig, states: Any, mask: Any, batch: int, cache: XmodCache | None
+) -> tuple[Any, Any]:
+    """Cross-attention inputs: states [B, S_enc, D] and mask [B, S_enc] (decoders only)."""
+    if states is None:
+        if mask is not None and (cache is None or not cache.has_cross_attention):
+            raise ValueError("encoder_attention_mask was given without encoder_hidden_states")
+        return None, None
+    if not config.add_cross_attention:
+        raise ValueError(
+            "encoder_hidden_states need cross-attention layers: build the model with "
+            "config.is_decoder=True and add_cross_attention=True"
+        )
+    states = _array(states, "encoder_hidden_states", "float")
+    if states.ndim != 3 or states.shape[0] != batch or states.shape[2] != config.hidden_size:
+        raise ValueError(
+            f"encoder_hidden_states must be [B={batch}, S_enc, D={config.hidden_size}], "
+            f"got {list(states.shape)}"
+        )
+    if mask is not None:
+        mask = _array(mask, "encoder_attention_mask", "any")
+        if tuple(mask.shape) != tuple(states.shape[:2]):
+            raise ValueError(
+                f"encoder_attention_mask must be {list(states.shape[:2])}, got {list(mask.shape)}"
+            )
+    return jnp.asarray(states), None if mask is None else jnp.asarray(mask)

@@ -9,6 +9,7 @@ unexpected or mis-shaped raises one error listing every offending key.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -19,16 +20,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from xmod_jax.base import Params, XmodPreTrainedModule, _unboxed_init
-from xmod_jax.checkpoint import (
+from xmod_jax.config import XmodConfig
+from xmod_jax.conversion import (
+    Path,
+    get_leaf,
+    hf_tensor_specs,
+    hf_to_params,
+    iter_leaves,
+    set_leaf,
+)
+from xmod_jax.errors import CheckpointError
+from xmod_jax.partitioning import logical_axes
+from xmod_jax.tensor_files import (
     SAFE_WEIGHTS_NAME,
     TensorStore,
     read_state_dict,
     write_safetensors,
 )
-from xmod_jax.config import XmodConfig
-from xmod_jax.conversion import Path, get_leaf, hf_to_params, iter_leaves, params_to_hf, set_leaf
-from xmod_jax.errors import CheckpointError
-from xmod_jax.partitioning import logical_axes
 
 logger = logging.getLogger("xmod_jax")
 
@@ -97,6 +105,10 @@ def load_pretrained(
     if not os.path.isdir(folder):
         raise CheckpointError(f"{folder!r} is not a folder with config.json and weights")
     config = XmodConfig.from_pretrained(folder)
+    changed = {k: v for k, v in cls.config_defaults.items() if getattr(config, k) != v}
+    if changed:
+        logger.info("%s: %s sets %s", folder, cls.__name__, changed)
+        config = dataclasses.replace(config, **changed)
     if num_labels is not None or id2label is not None:
         config = config.with_labels(num_labels=num_labels, id2label=id2label)
     if default_language is not None:
@@ -189,6 +201,6 @@ def save_pretrained(model: XmodPreTrainedModule, params: Params, folder: str | o
     check_params(model, params)
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
-    state = params_to_hf(params, logical_axes(model), model.config.languages)
-    write_safetensors(os.path.join(folder, SAFE_WEIGHTS_NAME), state)
+    specs = hf_tensor_specs(params, logical_axes(model), model.config.languages)
+    write_safetensors(os.path.join(folder, SAFE_WEIGHTS_NAME), specs)
     model.config.save_pretrained(folder, architectures=[model.hf_architecture])

@@ -12,40 +12,41 @@ table. Language adapters are stacked: one `[L, ...]` parameter per adapter weigh
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 
 from xmod_jax.activations import ACTIVATIONS
+from xmod_jax.adapters import XmodAdapters
+from xmod_jax.attention import XmodAttention, attention_bias
 from xmod_jax.base import XmodPreTrainedModule
-from xmod_jax.config import XmodConfig
+from xmod_jax.cache import XmodCache, XmodLayerCache, write_at
 from xmod_jax.inputs import ModelInputs
 from xmod_jax.layers import (
-    Dtype,
     Embed,
     XmodModule,
-    constant_init,
     dense,
     layer_norm,
-    normal_init,
-    take_rows,
 )
 from xmod_jax.outputs import XmodModelOutput
 
-MASK_VALUE = float(jnp.finfo(jnp.float32).min)  # what transformers adds to masked scores
-
 
 # ------------------------------------------------------------------------------------ embeddings
-def roberta_position_ids(input_ids: jax.Array, pad_token_id: int) -> jax.Array:
+def roberta_position_ids(
+    input_ids: jax.Array, pad_token_id: int, past_length: jax.Array | int = 0
+) -> jax.Array:
     """RoBERTa positions: real tokens count pad+1, pad+2, ... over non-pad tokens; pads keep pad.
 
     input_ids: int [B, T] -> int32 [B, T]. Derived from the pad *token*, not the attention mask,
-    exactly as transformers and fairseq do.
+    exactly as transformers and fairseq do. With a cache, transformers adds the number of cached
+    positions (pads included) to the count.
     """
     not_pad = (input_ids != pad_token_id).astype(jnp.int32)
-    return jnp.cumsum(not_pad, axis=1) * not_pad + pad_token_id
+    return (jnp.cumsum(not_pad, axis=1) + past_length) * not_pad + pad_token_id
 
 
 def sequential_position_ids(batch: int, length: int, pad_token_id: int) -> jax.Array:
@@ -68,12 +69,14 @@ class XmodEmbeddings(XmodModule):
         self.LayerNorm = layer_norm(cfg, name="LayerNorm", **kw)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def __call__(self, inputs: ModelInputs, deterministic: bool) -> jax.Array:
+    def __call__(
+        self, inputs: ModelInputs, deterministic: bool, past_length: jax.Array | int = 0
+    ) -> jax.Array:
         pad = self.config.pad_token_id
         if inputs.input_ids is not None:
             words = self.word_embeddings(inputs.input_ids)  # [B, T, D]
-            default_positions = roberta_position_ids(inputs.input_ids, pad)
-        else:
+            default_positions = roberta_position_ids(inputs.input_ids, pad, past_length)
+        else:  # transformers ignores the cache length here too
             words = inputs.inputs_embeds.astype(self.dtype)  # [B, T, D]
             default_positions = sequential_position_ids(*words.shape[:2], pad)
         positions = default_positions if inputs.position_ids is None else inputs.position_ids
@@ -85,83 +88,6 @@ class XmodEmbeddings(XmodModule):
 
     def word_embedding_table(self) -> jax.Array:
         return self.word_embeddings.table()  # [V, D]
-
-
-# ------------------------------------------------------------------------------------- attention
-def attention_bias(attention_mask: jax.Array | None, length: int, causal: bool) -> jax.Array | None:
-    """Additive float32 bias [B|1, 1, T|1, S]: 0 where a key may be seen, MASK_VALUE elsewhere.
-
-    `attention_mask=None` masks nothing, as in transformers (pads are attended).
-    """
-    keep = None
-    if attention_mask is not None:
-        keep = attention_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, S]
-    if causal:
-        lower = jnp.tril(jnp.ones((length, length), bool))[None, None]  # [1, 1, T, S]
-        keep = lower if keep is None else keep & lower
-    if keep is None:
-        return None
-    return jnp.where(keep, 0.0, MASK_VALUE).astype(jnp.float32)
-
-
-class XmodSelfAttention(XmodModule):
-    """Multi-head scaled dot-product attention; returns context [B, T, N, H], probs [B, N, T, S]."""
-
-    def setup(self) -> None:
-        cfg, kw = self.config, self.dtypes
-        heads = (cfg.num_attention_heads, cfg.head_dim)
-        self.query = dense(cfg, heads, ("embed", "heads", "kv"), name="query", **kw)
-        self.key = dense(cfg, heads, ("embed", "heads", "kv"), name="key", **kw)
-        self.value = dense(cfg, heads, ("embed", "heads", "kv"), name="value", **kw)
-        self.dropout = nn.Dropout(cfg.attention_probs_dropout_prob)
-
-    def __call__(
-        self, x: jax.Array, bias: jax.Array | None, deterministic: bool
-    ) -> tuple[jax.Array, jax.Array]:
-        q, k, v = self.query(x), self.key(x), self.value(x)  # [B, T, N, H] each
-        scores = jnp.einsum("BTNH,BSNH->BNTS", q, k) * self.config.head_dim**-0.5
-        scores = scores.astype(jnp.float32)  # softmax in float32 even under bf16
-        if bias is not None:
-            scores = scores + bias
-        probs = jax.nn.softmax(scores, axis=-1)  # [B, N, T, S]
-        dropped = self.dropout(probs, deterministic=deterministic)
-        context = jnp.einsum("BNTS,BSNH->BTNH", dropped.astype(self.dtype), v)
-        return context, probs
-
-
-class XmodSelfOutput(XmodModule):
-    """`attention.output`: projection back to D plus the block's LayerNorm."""
-
-    def setup(self) -> None:
-        cfg, kw = self.config, self.dtypes
-        self.dense = dense(
-            cfg, cfg.hidden_size, ("heads", "kv", "embed"), axis=(-2, -1), name="dense", **kw
-        )
-        self.LayerNorm = layer_norm(cfg, name="LayerNorm", **kw)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
-
-    def norm(self, x: jax.Array) -> jax.Array:
-        return self.LayerNorm(x)
-
-    def __call__(self, context: jax.Array, residual: jax.Array, deterministic: bool) -> jax.Array:
-        """context [B, T, N, H], residual [B, T, D] -> [B, T, D] (no norm: the caller places it)."""
-        return self.dropout(self.dense(context), deterministic=deterministic) + residual
-
-
-class XmodAttention(XmodModule):
-    """Self-attention block: post-norm LN(x + attn(x)) or pre-norm x + attn(LN(x))."""
-
-    @nn.compact
-    def __call__(
-        self, x: jax.Array, bias: jax.Array | None, deterministic: bool
-    ) -> tuple[jax.Array, jax.Array]:
-        kw = self.dtypes
-        output = XmodSelfOutput(self.config, name="output", **kw)
-        attend = XmodSelfAttention(self.config, name="self", **kw)
-        pre_norm = self.config.pre_norm
-        context, probs = attend(output.norm(x) if pre_norm else x, bias, deterministic)
-        y = output(context, x, deterministic)  # [B, T, D]
-        return (y if pre_norm else output.norm(y)), probs
 
 
 # ------------------------------------------------------------------------ feed-forward + adapters
@@ -179,53 +105,6 @@ class XmodIntermediate(XmodModule):
             name="dense",
         )(x)
         return ACTIVATIONS[cfg.hidden_act](h)
-
-
-KERNEL_AXES = {"dense1": ("lang", "embed", "adapter"), "dense2": ("lang", "adapter", "embed")}
-BIAS_AXES = {"dense1": ("lang", "adapter"), "dense2": ("lang", "embed")}
-
-
-def select_language(stacked: jax.Array, names: tuple[str | None, ...], lang_ids: jax.Array):
-    """Rows of a stacked per-language parameter for each example: `[.., L, ..]` -> `[B, ..]`.
-
-    The language axis is found by its logical name. An id outside [0, L) gives NaN weights
-    (never another language's adapter): see `layers.take_rows`.
-    """
-    axis = names.index("lang")
-    return jnp.moveaxis(take_rows(stacked, lang_ids, axis=axis), axis, 0)
-
-
-class LanguageDense(nn.Module):
-    """A Linear per language: kernel [L, in, out], bias [L, out]; example b uses row lang_ids[b]."""
-
-    config: XmodConfig
-    features: int
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, lang_ids: jax.Array) -> jax.Array:
-        """x [B, T, in], lang_ids int32 [B] -> [B, T, out]."""
-        cfg, kernel_axes, bias_axes = self.config, KERNEL_AXES[self.name], BIAS_AXES[self.name]
-        shape = (cfg.num_languages, x.shape[-1], self.features)
-        kernel = self.param("kernel", normal_init(cfg, kernel_axes), shape, self.param_dtype)
-        bias = self.param(
-            "bias", constant_init(0.0, bias_axes), (shape[0], shape[2]), self.param_dtype
-        )
-        kernel = select_language(kernel, kernel_axes, lang_ids).astype(self.dtype)  # [B, in, out]
-        bias = select_language(bias, bias_axes, lang_ids).astype(self.dtype)  # [B, out]
-        return jnp.einsum("BTI,BIO->BTO", x.astype(self.dtype), kernel) + bias[:, None, :]
-
-
-class XmodAdapters(XmodModule):
-    """All languages' bottleneck adapters of one layer: dense2(act(dense1(x))), [B, T, D]."""
-
-    @nn.compact
-    def __call__(self, x: jax.Array, lang_ids: jax.Array) -> jax.Array:
-        cfg, kw = self.config, self.dtypes
-        h = LanguageDense(cfg, cfg.adapter_size, name="dense1", **kw)(x, lang_ids)  # [B, T, R]
-        h = ACTIVATIONS[cfg.hidden_act](h)  # no dropout inside the adapter (transformers)
-        return LanguageDense(cfg, cfg.hidden_size, name="dense2", **kw)(h, lang_ids)  # [B, T, D]
 
 
 class XmodOutput(XmodModule):
@@ -260,30 +139,72 @@ class XmodOutput(XmodModule):
         return self.dropout(adapted, deterministic=deterministic) + adapter_residual
 
 
+@dataclasses.dataclass(frozen=True)
+class AttentionInputs:
+    """What every layer's attention needs besides its input: the self-attention bias
+    [B|1, 1, T|1, S], the cache write position, and for cross-attention the encoder states
+    [B, S_enc, D] (None once cached) with their bias [B, 1, 1, S_enc]."""
+
+    self_bias: jax.Array | None
+    index: jax.Array | int = 0
+    cross: bool = False
+    memory: jax.Array | None = None
+    cross_bias: jax.Array | None = None
+
+
+@flax.struct.dataclass
+class LayerOutput:
+    """One layer's output [B, T, D], attention probs, and its updated cache (or None)."""
+
+    hidden: jax.Array
+    attentions: jax.Array
+    cross_attentions: jax.Array | None
+    cache: XmodLayerCache | None
+
+
 class XmodLayer(XmodModule):
-    """One transformer block with its language adapter: [B, T, D] -> [B, T, D]."""
+    """One transformer block: self-attention, cross-attention (decoders with encoder states),
+    feed-forward and the language adapter; [B, T, D] -> [B, T, D]."""
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, lang_ids: jax.Array, bias: jax.Array | None, deterministic: bool
-    ) -> tuple[jax.Array, jax.Array]:
+        self,
+        x: jax.Array,
+        lang_ids: jax.Array,
+        attend: AttentionInputs,
+        deterministic: bool,
+        cache: XmodLayerCache | None = None,
+    ) -> LayerOutput:
         kw = self.dtypes
+        self_kv = None if cache is None else (cache.key, cache.value)
+        a, probs, (key, value) = XmodAttention(self.config, name="attention", **kw)(
+            x, attend.self_bias, deterministic, kv=self_kv, index=attend.index
+        )
+        cross_probs, cross_kv = None, (None, None)
+        if attend.cross:
+            cached = (
+                None
+                if cache is None or cache.cross_key is None
+                else (cache.cross_key, cache.cross_value)
+            )
+            a, cross_probs, cross_kv = XmodAttention(
+                self.config, is_cross=True, name="crossattention", **kw
+            )(a, attend.cross_bias, deterministic, memory=attend.memory, kv=cached)
         pre_norm = self.config.pre_norm
-        a, probs = XmodAttention(self.config, name="attention", **kw)(x, bias, deterministic)
         output = XmodOutput(self.config, name="output", **kw)
         h = XmodIntermediate(self.config, name="intermediate", **kw)(
             output.norm(a) if pre_norm else a
         )
         y = output(h, a, lang_ids, deterministic)
-        return (y if pre_norm else output.norm(y)), probs
+        new_cache = None if cache is None else XmodLayerCache(key, value, *cross_kv)
+        return LayerOutput(y if pre_norm else output.norm(y), probs, cross_probs, new_cache)
 
 
 class XmodEncoder(XmodModule):
     """The layer stack (plus the final LayerNorm of pre-norm models).
 
-    Returns (last [B, T, D], hidden states or None, attention probs or None). Hidden states follow
-    transformers: the embeddings, every layer's output, with the last entry being the final
-    (normed) output.
+    Hidden states follow transformers: the embeddings, every layer's output, with the last entry
+    being the final (normed) output.
     """
 
     @nn.compact
@@ -291,25 +212,22 @@ class XmodEncoder(XmodModule):
         self,
         x: jax.Array,
         lang_ids: jax.Array,
-        bias: jax.Array | None,
+        attend: AttentionInputs,
         deterministic: bool,
-        output_hidden_states: bool,
-        output_attentions: bool,
-    ) -> tuple[jax.Array, tuple[jax.Array, ...] | None, tuple[jax.Array, ...] | None]:
-        cfg, kw = self.config, self.dtypes
-        hidden, attentions = [x], []
+        caches: tuple[XmodLayerCache, ...] | None = None,
+    ) -> tuple[jax.Array, list[LayerOutput], list[jax.Array]]:
+        """-> (last [B, T, D], per-layer outputs, hidden states [B, T, D] before each layer)."""
+        cfg, hidden, outputs = self.config, [], []
         for i in range(cfg.num_hidden_layers):
-            x, probs = XmodLayer(cfg, name=f"layer_{i}", **kw)(x, lang_ids, bias, deterministic)
             hidden.append(x)
-            attentions.append(probs)
+            out = XmodLayer(cfg, name=f"layer_{i}", **self.dtypes)(
+                x, lang_ids, attend, deterministic, None if caches is None else caches[i]
+            )
+            outputs.append(out)
+            x = out.hidden
         if cfg.pre_norm:
-            x = layer_norm(cfg, name="LayerNorm", **kw)(x)
-            hidden[-1] = x
-        return (
-            x,
-            tuple(hidden) if output_hidden_states else None,
-            tuple(attentions) if output_attentions else None,
-        )
+            x = layer_norm(cfg, name="LayerNorm", **self.dtypes)(x)
+        return x, outputs, [*hidden, x]
 
 
 class XmodPooler(XmodModule):
@@ -331,7 +249,8 @@ class XmodPooler(XmodModule):
 
 
 class XmodModel(XmodPreTrainedModule):
-    """The bare X-MOD encoder: `last_hidden_state [B, T, D]` and, with the pooler, `pooler_output`.
+    """The bare X-MOD encoder (or decoder, with `is_decoder`): `last_hidden_state [B, T, D]`
+    and, with the pooler, `pooler_output [B, D]`.
 
     Call it as every module of this package (see `XmodPreTrainedModule.__call__`); the heads call
     `forward` on already validated inputs so checks run once.
@@ -356,16 +275,57 @@ class XmodModel(XmodPreTrainedModule):
         output_hidden_states: bool,
         output_attentions: bool,
     ) -> XmodModelOutput:
-        x = self.embeddings(inputs, deterministic)  # [B, T, D]
-        bias = attention_bias(inputs.attention_mask, x.shape[1], self.config.is_decoder)
-        last, hidden, attentions = self.encoder(
-            x, inputs.lang_ids, bias, deterministic, output_hidden_states, output_attentions
+        cache = inputs.past_key_values
+        index = 0 if cache is None else cache.index
+        x = self.embeddings(inputs, deterministic, past_length=index)  # [B, T, D]
+        length = x.shape[1]
+        key_mask = inputs.attention_mask
+        if cache is not None:  # keys: every cached position plus this call's tokens
+            new = jnp.ones(x.shape[:2], bool) if key_mask is None else key_mask.astype(bool)
+            key_mask = write_at(cache.key_mask, new, index, 1)  # [B, S]
+        attend = AttentionInputs(
+            attention_bias(key_mask, length, self.config.is_decoder, offset=index), index
         )
+        cross_mask = None
+        if self.config.add_cross_attention:
+            if cache is not None and cache.has_cross_attention:
+                cross_mask = cache.cross_mask
+            elif inputs.encoder_hidden_states is not None:
+                cross_mask = inputs.encoder_attention_mask
+                if cross_mask is None and cache is not None:  # the cache stores a full mask
+                    cross_mask = jnp.ones(inputs.encoder_hidden_states.shape[:2], bool)
+            has_memory = cross_mask is not None or inputs.encoder_hidden_states is not None
+            if has_memory:
+                attend = dataclasses.replace(
+                    attend,
+                    cross=True,
+                    memory=inputs.encoder_hidden_states,
+                    cross_bias=attention_bias(cross_mask, length, causal=False),
+                )
+        last, layers, hidden = self.encoder(
+            x, inputs.lang_ids, attend, deterministic, None if cache is None else cache.layers
+        )
+        new_cache = None
+        if cache is not None:
+            # Writing past the end would overwrite the last positions: poison instead of lying.
+            last = jnp.where(index + length > cache.max_length, jnp.nan, last)
+            new_cache = XmodCache(
+                layers=tuple(out.cache for out in layers),
+                key_mask=key_mask,
+                index=index + length,
+                cross_mask=None if cross_mask is None else cross_mask.astype(bool),
+            )
         return XmodModelOutput(
             last_hidden_state=last,
             pooler_output=self.pooler(last) if self.add_pooling_layer else None,
-            hidden_states=hidden,
-            attentions=attentions,
+            hidden_states=tuple(hidden) if output_hidden_states else None,
+            attentions=tuple(out.attentions for out in layers) if output_attentions else None,
+            cross_attentions=(
+                tuple(out.cross_attentions for out in layers)
+                if output_attentions and attend.cross
+                else None
+            ),
+            past_key_values=new_cache,
         )
 
     def word_embedding_table(self) -> jax.Array:

@@ -1,0 +1,85 @@
+"""The functional key/value cache of decoder models: an explicit pytree in and out of each call.
+
+Shapes are fixed when the cache is made (`init_cache`), so a decode loop under `jax.jit` compiles
+at most twice: once for the prompt, once for the one-token step. Axis letters as in
+`modeling.py`; S is the cache length `max_length`.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from xmod_jax.config import XmodConfig
+from xmod_jax.layers import Dtype
+
+
+@flax.struct.dataclass
+class XmodLayerCache:
+    """One layer: self-attention key / value [B, N, S, H]; cross-attention key / value
+    [B, N, S_enc, H] once the encoder states have been projected (None before)."""
+
+    key: jax.Array
+    value: jax.Array
+    cross_key: jax.Array | None = None
+    cross_value: jax.Array | None = None
+
+
+@flax.struct.dataclass
+class XmodCache:
+    """Decoder state between calls.
+
+    layers: one `XmodLayerCache` per layer; key_mask: bool [B, S], which cached positions hold
+    real (unpadded) tokens; index: int32 [], positions filled so far; cross_mask: bool
+    [B, S_enc], the encoder padding mask, stored with the projected encoder keys.
+    """
+
+    layers: tuple[XmodLayerCache, ...]
+    key_mask: jax.Array
+    index: jax.Array
+    cross_mask: jax.Array | None = None
+
+    @property
+    def max_length(self) -> int:
+        return self.key_mask.shape[1]
+
+    @property
+    def batch_size(self) -> int:
+        return self.key_mask.shape[0]
+
+    @property
+    def has_cross_attention(self) -> bool:
+        """Whether the encoder keys / values are already in the cache (static)."""
+        return self.layers[0].cross_key is not None
+
+
+def init_cache(
+    config: XmodConfig, batch_size: int, max_length: int, dtype: Dtype = jnp.float32
+) -> XmodCache:
+    """An empty cache for `batch_size` sequences of up to `max_length` tokens (prompt included).
+
+    `dtype` should be the model's computation dtype. Cross-attention keys are added by the first
+    call that passes `encoder_hidden_states`.
+    """
+    if not config.is_decoder:
+        raise ValueError("init_cache needs a decoder config (is_decoder=True)")
+    if not 1 <= max_length <= config.max_sequence_length:
+        raise ValueError(
+            f"max_length must be in [1, {config.max_sequence_length}] (the position table), "
+            f"got {max_length}"
+        )
+    shape = (batch_size, config.num_attention_heads, max_length, config.head_dim)
+    layer = XmodLayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+    return XmodCache(
+        layers=tuple(layer for _ in range(config.num_hidden_layers)),
+        key_mask=jnp.zeros((batch_size, max_length), bool),
+        index=jnp.zeros((), jnp.int32),
+    )
+
+
+def write_at(cached: jax.Array, new: jax.Array, index: jax.Array, axis: int) -> jax.Array:
+    """`cached` with `new` written at `index` along `axis` (the sequence axis)."""
+    start = [0] * cached.ndim
+    start[axis] = index
+    return jax.lax.dynamic_update_slice(cached, new.astype(cached.dtype), start)
