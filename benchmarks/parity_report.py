@@ -36,6 +36,7 @@ def cases():
         label = " ".join(f"{k}={int(v)}" for k, v in flags.items())
         for head in HEADS[:2]:
             yield f"{head} {label}", head, flags
+        yield f"XmodForCausalLM {label}", "XmodForCausalLM", {**flags, "is_decoder": True}
     for name, flags in (("xmod-base flags", BASE_FLAGS), ("xmod-large-prenorm flags", LARGE_FLAGS)):
         for head in HEADS:
             yield f"{head} {name}", head, flags

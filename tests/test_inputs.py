@@ -531,14 +531,8 @@ def test_checkify_builtin_checks_pass_good_lang_ids(builtin_checked):
     err.throw()
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [
-        3,
-        -1,
-    ],
-)
-def test_checkify_builtin_checks_catch_too_large_lang_id(builtin_checked, bad):
+@pytest.mark.parametrize("bad", [3, -1])
+def test_checkify_builtin_checks_catch_out_of_range_lang_ids(builtin_checked, bad):
     err, _ = builtin_checked([2, 0, bad, 0])
     with pytest.raises(checkify.JaxRuntimeError):
         err.throw()

@@ -1,4 +1,4 @@
-"""The README's Python snippets run as written (on a tiny model with the real vocabulary size)."""
+"""The README's Python snippets run as written (on tiny models with the real vocabulary size)."""
 
 import os
 import pathlib
@@ -9,36 +9,49 @@ import pytest
 import xmod_jax as xj
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+# facebook/xmod-base's config, shrunk in width and depth
+TINY_BASE = dict(
+    vocab_size=250002,
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=514,
+    type_vocab_size=1,
+    layer_norm_eps=1e-5,
+    languages=["de_DE", "en_XX", "sw_KE"],
+)
 
 
 def _python_blocks():
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
-@pytest.fixture(scope="module")
-def tiny_xmod_base(tmp_path_factory):
-    """A folder shaped like facebook/xmod-base's config, shrunk in width and depth."""
-    config = xj.XmodConfig(
-        vocab_size=250002,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=514,
-        type_vocab_size=1,
-        layer_norm_eps=1e-5,
-        languages=["de_DE", "en_XX", "sw_KE"],
-    )
-    model = xj.XmodForMaskedLM(config)
-    folder = tmp_path_factory.mktemp("xmod-base-like")
+def _saved(cls, config, folder):
+    model = cls(config)
     model.save_pretrained(folder, model.init_params(0))
     return folder
 
 
-def test_usage_and_checkify_snippets_run(tiny_xmod_base, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_xmod_base(tmp_path_factory):
+    config = xj.XmodConfig(**TINY_BASE)
+    return _saved(xj.XmodForMaskedLM, config, tmp_path_factory.mktemp("xmod-base-like"))
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder(tmp_path_factory):
+    config = xj.XmodConfig(**TINY_BASE, is_decoder=True)
+    return _saved(xj.XmodForCausalLM, config, tmp_path_factory.mktemp("decoder"))
+
+
+def test_usage_checkify_and_decoding_snippets_run(
+    tiny_xmod_base, tiny_decoder, tmp_path, monkeypatch
+):
     blocks = _python_blocks()
     usage = next(b for b in blocks if "from_pretrained" in b)
     recipe = next(b for b in blocks if "checkify" in b)
+    decoding = next(b for b in blocks if "xj.generate" in b)
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(usage.replace("path/to/xmod-base", str(tiny_xmod_base)), namespace)
@@ -48,3 +61,6 @@ def test_usage_and_checkify_snippets_run(tiny_xmod_base, tmp_path, monkeypatch):
     namespace["lang_ids"] = namespace["lang_ids"] + 5
     with pytest.raises(Exception, match="lang_ids out of range"):
         exec(recipe, namespace)
+    exec(decoding.replace("path/to/decoder", str(tiny_decoder)), namespace)
+    assert namespace["tokens"].shape == (1, 12) and namespace["sampled"].shape == (1, 12)
+    assert int(namespace["out"].past_key_values.index) == 12

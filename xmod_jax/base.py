@@ -115,9 +115,14 @@ class XmodPreTrainedModule(XmodModule):
         default_language: str | None = None,
         ignore_mismatched_sizes: bool = False,
         seed: int = 0,
+        progress: bool = False,
         **module_fields: Any,
     ) -> tuple[XmodPreTrainedModule, Params]:
-        """Load a transformers-layout folder -> (model, params); see `xmod_jax.loading`."""
+        """Load a checkpoint -> (model, params); see `xmod_jax.loading`.
+
+        path: a transformers folder, an orbax folder written by `convert/hf_to_flax.py`, or a
+        Hugging Face hub name (downloaded with `huggingface_hub` when installed).
+        """
         from xmod_jax.loading import load_pretrained
 
         return load_pretrained(
@@ -130,14 +135,17 @@ class XmodPreTrainedModule(XmodModule):
             default_language=default_language,
             ignore_mismatched_sizes=ignore_mismatched_sizes,
             seed=seed,
+            progress=progress,
             module_fields=module_fields,
         )
 
-    def save_pretrained(self, folder: str | os.PathLike, params: Params) -> None:
+    def save_pretrained(
+        self, folder: str | os.PathLike, params: Params, progress: bool = False
+    ) -> None:
         """Write `config.json` + `model.safetensors` that the matching transformers class loads."""
         from xmod_jax.loading import save_pretrained
 
-        save_pretrained(self, params, folder)
+        save_pretrained(self, params, folder, progress)
 
 
 def _unboxed_init(model: XmodPreTrainedModule):

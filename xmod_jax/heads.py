@@ -244,3 +244,4 @@ HEAD_CLASSES = (
     XmodForTokenClassification,
     XmodForQuestionAnswering,
 )
+ARCHITECTURES = {cls.hf_architecture: cls for cls in (XmodModel, *HEAD_CLASSES)}

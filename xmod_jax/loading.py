@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 from typing import Any
@@ -18,22 +19,27 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from xmod_jax.base import Params, XmodPreTrainedModule, _unboxed_init
+from xmod_jax.checkpoint import is_orbax_folder, load_orbax_params
 from xmod_jax.config import XmodConfig
 from xmod_jax.conversion import (
     Path,
     get_leaf,
+    hf_shape,
     hf_tensor_specs,
     hf_to_params,
     iter_leaves,
     set_leaf,
 )
 from xmod_jax.errors import CheckpointError
+from xmod_jax.hub import resolve_folder
 from xmod_jax.partitioning import logical_axes
 from xmod_jax.tensor_files import (
     SAFE_WEIGHTS_NAME,
     TensorStore,
+    has_weight_files,
     read_state_dict,
     write_safetensors,
 )
@@ -98,12 +104,11 @@ def load_pretrained(
     default_language: str | None,
     ignore_mismatched_sizes: bool,
     seed: int,
+    progress: bool,
     module_fields: dict[str, Any],
 ) -> tuple[XmodPreTrainedModule, Params]:
     """See `XmodPreTrainedModule.from_pretrained`."""
-    folder = os.fspath(path)
-    if not os.path.isdir(folder):
-        raise CheckpointError(f"{folder!r} is not a folder with config.json and weights")
+    folder = resolve_folder(path)
     config = XmodConfig.from_pretrained(folder)
     changed = {k: v for k, v in cls.config_defaults.items() if getattr(config, k) != v}
     if changed:
@@ -114,16 +119,72 @@ def load_pretrained(
     if default_language is not None:
         config = config.with_default_language(default_language)
     model = cls(config, dtype=dtype, param_dtype=param_dtype, **module_fields)
-    shapes = jax.tree.map(lambda s: tuple(s.shape), model.param_shapes())
-    state, dropped = align_state_dict(read_state_dict(folder), config, "roberta" in shapes)
     to_device = functools.partial(jnp.asarray, dtype=param_dtype)
-    result = hf_to_params(state, shapes, logical_axes(model), config.languages, to_device)
+    if has_weight_files(folder) or not is_orbax_folder(folder):
+        state = read_state_dict(folder)
+    else:
+        saved = load_orbax_params(folder)
+        if _same_shapes(saved, model.param_shapes()):  # our own layout: no conversion
+            return model, jax.tree.map(to_device, saved)
+        state = orbax_as_hf_state(folder, config, saved)
+    return model, params_from_state(
+        model, folder, state, ignore_mismatched_sizes, seed, to_device, progress
+    )
+
+
+def _same_shapes(tree: Params, shapes: Params) -> bool:
+    have = {p: tuple(np.shape(x)) for p, x in iter_leaves(tree)}
+    return have == {p: tuple(s.shape) for p, s in iter_leaves(shapes)}
+
+
+def orbax_as_hf_state(folder: str, config: XmodConfig, saved: Params) -> TensorStore:
+    """Params saved for another head, renamed to transformers keys so the usual policy applies."""
+    from xmod_jax.heads import ARCHITECTURES
+
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        names = [n for n in json.load(f).get("architectures") or [] if n in ARCHITECTURES]
+    if not names:
+        raise CheckpointError(
+            f"{folder}: the orbax params do not fit and config.json names no X-MOD architecture "
+            "to convert them from"
+        )
+    source = ARCHITECTURES[names[0]](config)
+    specs = hf_tensor_specs(saved, logical_axes(source), config.languages)
+    return TensorStore({key: produce for key, _, _, produce in specs})
+
+
+def params_from_state(
+    model: XmodPreTrainedModule,
+    folder: str,
+    state: TensorStore,
+    ignore_mismatched_sizes: bool,
+    seed: int,
+    to_device: Any,
+    progress: bool,
+) -> Params:
+    """Convert a transformers-named state into `model`'s params under the loading policy."""
+    config, name = model.config, type(model).__name__
+    shapes = jax.tree.map(lambda s: tuple(s.shape), model.param_shapes())
+    axes = logical_axes(model)
+    state, dropped = align_state_dict(state, config, "roberta" in shapes)
+    with tqdm(
+        total=len(list(iter_leaves(shapes))),
+        desc=f"loading {name}",
+        unit="tensor",
+        disable=not progress,
+    ) as bar:
+
+        def finalize(leaf: np.ndarray) -> jax.Array:
+            bar.update(1)
+            return to_device(leaf)
+
+        result = hf_to_params(state, shapes, axes, config.languages, finalize)
 
     errors = []
     bad_missing = {p: keys for p, keys in result.missing.items() if not _is_head_path(p)}
     if bad_missing:
         listed = "\n".join(
-            f"  {k}: expected {list(shapes_of(shapes, p))}"
+            f"  {k}: expected {list(hf_shape(p, shapes_of(shapes, p), get_leaf(axes, p), shapes))}"
             for p, keys in bad_missing.items()
             for k in keys
         )
@@ -144,13 +205,12 @@ def load_pretrained(
         errors.append(f"tensors with the wrong shape{hint}:\n{_format_shapes(bad_mismatch)}")
     if errors:
         raise CheckpointError(
-            f"{folder}: checkpoint does not fit {cls.__name__} with this config.json:\n"
-            + "\n".join(errors)
+            f"{folder}: checkpoint does not fit {name} with this config.json:\n" + "\n".join(errors)
         )
 
     dropped += [k for k in result.unexpected if is_head_key(k)]
     if dropped:
-        logger.info("%s: ignored tensors not used by %s: %s", folder, cls.__name__, dropped)
+        logger.info("%s: ignored tensors not used by %s: %s", folder, name, dropped)
     to_init = sorted(set(result.missing) | set(head_mismatch))
     params = result.params
     if to_init:
@@ -158,12 +218,12 @@ def load_pretrained(
             "%s: newly initialised (seed %d) weights of %s, train them before use: %s",
             folder,
             seed,
-            cls.__name__,
+            name,
             [".".join(p) for p in to_init],
         )
         for p, value in init_leaves(model, seed, to_init).items():
-            set_leaf(params, p, value)
-    return model, jax.tree.map(to_device, params)
+            set_leaf(params, p, to_device(value))
+    return params
 
 
 def shapes_of(shapes: Params, path: Path) -> tuple[int, ...]:
@@ -196,11 +256,14 @@ def check_params(model: XmodPreTrainedModule, params: Params) -> None:
         raise ValueError(f"params do not fit {type(model).__name__}:\n" + "\n".join(problems))
 
 
-def save_pretrained(model: XmodPreTrainedModule, params: Params, folder: str | os.PathLike) -> None:
-    """See `XmodPreTrainedModule.save_pretrained`. Weights first, config last, each atomic."""
+def save_pretrained(
+    model: XmodPreTrainedModule, params: Params, folder: str | os.PathLike, progress: bool = False
+) -> None:
+    """See `XmodPreTrainedModule.save_pretrained`. Weights first, config last, each atomic;
+    tensors are converted and written one at a time."""
     check_params(model, params)
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     specs = hf_tensor_specs(params, logical_axes(model), model.config.languages)
-    write_safetensors(os.path.join(folder, SAFE_WEIGHTS_NAME), specs)
+    write_safetensors(os.path.join(folder, SAFE_WEIGHTS_NAME), specs, progress=progress)
     model.config.save_pretrained(folder, architectures=[model.hf_architecture])

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import ml_dtypes
 import numpy as np
+from tqdm.auto import tqdm
 
 from xmod_jax.checkpoint import atomic_path
 from xmod_jax.errors import CheckpointError
@@ -26,13 +27,28 @@ SAFE_INDEX_NAME = "model.safetensors.index.json"
 TORCH_WEIGHTS_NAME = "pytorch_model.bin"
 TORCH_INDEX_NAME = "pytorch_model.bin.index.json"
 _SAFETENSORS_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-    "F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2, "I64": np.int64,
-    "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
-}  # fmt: skip
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": ml_dtypes.bfloat16,
+    "F8_E4M3": ml_dtypes.float8_e4m3fn,
+    "F8_E5M2": ml_dtypes.float8_e5m2,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
 
 
 # ----------------------------------------------------------------------------------- reading
+def has_weight_files(folder: str) -> bool:
+    """Whether `folder` holds transformers weight files (any of the four layouts)."""
+    names = (SAFE_WEIGHTS_NAME, SAFE_INDEX_NAME, TORCH_WEIGHTS_NAME, TORCH_INDEX_NAME)
+    return any(os.path.isfile(os.path.join(folder, name)) for name in names)
+
+
 def weight_files(folder: str) -> tuple[str, list[str]]:
     """Which weights a transformers folder holds: (format, files), safetensors preferred."""
     for name, fmt in (
@@ -185,7 +201,7 @@ TensorSpec = tuple[str, np.dtype, tuple[int, ...], Callable[[], np.ndarray]]
 _DTYPE_NAMES = {np.dtype(v): k for k, v in _SAFETENSORS_DTYPES.items()}
 
 
-def write_safetensors(path: str, specs: Sequence[TensorSpec]) -> None:
+def write_safetensors(path: str, specs: Sequence[TensorSpec], progress: bool = False) -> None:
     """Atomically write a safetensors file (metadata format "pt", as transformers expects),
     producing and writing one tensor at a time."""
     header: dict = {"__metadata__": {"format": "pt"}}
@@ -200,12 +216,20 @@ def write_safetensors(path: str, specs: Sequence[TensorSpec]) -> None:
         offset += size
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    bar = tqdm(
+        total=offset,
+        desc=f"writing {os.path.basename(path)}",
+        unit="B",
+        unit_scale=True,
+        disable=not progress,
+    )
+    with bar, atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(len(raw).to_bytes(8, "little") + raw)
         for name, dtype, shape, produce in specs:
             tensor = np.ascontiguousarray(produce())
             assert tensor.dtype == dtype and tensor.shape == tuple(shape), name
             write_array(f, tensor)
+            bar.update(tensor.nbytes)
 
 
 def write_array(f, tensor: np.ndarray) -> None:

@@ -1,0 +1,52 @@
+"""Resolving `from_pretrained` paths: a local folder, or a Hugging Face hub name.
+
+Hub downloads use the optional `huggingface_hub` package (`pip install 'xmod-jax[hub]'`) and
+fetch only what loading needs: the config, the weights and the tokenizer files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from xmod_jax.errors import CheckpointError
+from xmod_jax.tensor_files import has_weight_files
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+HUB_FILES = [
+    "config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "sentencepiece.bpe.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+]
+HUB_TORCH_FILES = ["pytorch_model.bin", "pytorch_model*.bin", "pytorch_model.bin.index.json"]
+
+
+def resolve_folder(path: str | os.PathLike) -> str:
+    """The local folder for `path`, downloading a hub repository such as "facebook/xmod-base"."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path) or not REPO_ID.match(path):
+        raise CheckpointError(f"{path!r} is not a folder with config.json and weights")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CheckpointError(
+            f"{path!r} is not a local folder; to fetch it from the Hugging Face hub install "
+            "huggingface_hub (pip install 'xmod-jax[hub]'), or pass a downloaded folder"
+        ) from None
+    try:
+        folder = snapshot_download(repo_id=path, allow_patterns=HUB_FILES)
+        if not has_weight_files(folder):  # older repositories ship only pytorch_model.bin
+            folder = snapshot_download(repo_id=path, allow_patterns=HUB_FILES + HUB_TORCH_FILES)
+    except Exception as e:  # network, authentication, unknown repository, ...
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise CheckpointError(
+            f"could not download {path!r} from the Hugging Face hub ({type(e).__name__}: "
+            f"{reason}); check the name and the network, or pass a downloaded folder"
+        ) from None
+    return folder
