@@ -45,13 +45,12 @@ def tiny_decoder(tmp_path_factory):
     return _saved(xj.XmodForCausalLM, config, tmp_path_factory.mktemp("decoder"))
 
 
-def test_usage_checkify_and_decoding_snippets_run(
-    tiny_xmod_base, tiny_decoder, tmp_path, monkeypatch
-):
+def test_readme_snippets_run(tiny_xmod_base, tiny_decoder, tmp_path, monkeypatch):
     blocks = _python_blocks()
     usage = next(b for b in blocks if "from_pretrained" in b)
     recipe = next(b for b in blocks if "checkify" in b)
     decoding = next(b for b in blocks if "xj.generate" in b)
+    finetuning = next(b for b in blocks if "make_train_step" in b)
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(usage.replace("path/to/xmod-base", str(tiny_xmod_base)), namespace)
@@ -61,6 +60,8 @@ def test_usage_checkify_and_decoding_snippets_run(
     namespace["lang_ids"] = namespace["lang_ids"] + 5
     with pytest.raises(Exception, match="lang_ids out of range"):
         exec(recipe, namespace)
+    exec(finetuning.replace("path/to/xmod-base", str(tiny_xmod_base)), namespace)
+    assert int(namespace["state"].step) == 1 and 0 <= float(namespace["german"]["accuracy"]) <= 1
     exec(decoding.replace("path/to/decoder", str(tiny_decoder)), namespace)
     assert namespace["tokens"].shape == (1, 12) and namespace["sampled"].shape == (1, 12)
     assert int(namespace["out"].past_key_values.index) == 12

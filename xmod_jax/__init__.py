@@ -5,8 +5,10 @@ Every module takes `lang_ids` explicitly and gathers its language adapters from 
 """
 
 from xmod_jax.cache import XmodCache, XmodLayerCache, init_cache
+from xmod_jax.checkpoint import TrainCheckpoints
 from xmod_jax.config import XmodConfig
 from xmod_jax.errors import CheckpointError
+from xmod_jax.freezing import freeze_labels
 from xmod_jax.generation import generate
 from xmod_jax.heads import (
     XmodForCausalLM,
@@ -16,13 +18,18 @@ from xmod_jax.heads import (
     XmodForSequenceClassification,
     XmodForTokenClassification,
 )
+from xmod_jax.languages import add_language, select_languages
 from xmod_jax.modeling import XmodModel
+from xmod_jax.optim import make_optimizer
 from xmod_jax.outputs import XmodLogitsOutput, XmodModelOutput, XmodQuestionAnsweringOutput
-from xmod_jax.partitioning import AXIS_NAMES, logical_axes
+from xmod_jax.partitioning import AXIS_NAMES, logical_axes, params_axes
+from xmod_jax.tokenizer import Encoding, XmodTokenizer
+from xmod_jax.train import TrainState, make_eval_step, make_train_step
 
 __all__ = [
     "AXIS_NAMES",
     "CheckpointError",
+    "Encoding",
     "XmodCache",
     "XmodConfig",
     "XmodForCausalLM",
@@ -35,10 +42,20 @@ __all__ = [
     "XmodLogitsOutput",
     "XmodModel",
     "XmodModelOutput",
+    "TrainCheckpoints",
+    "TrainState",
     "XmodQuestionAnsweringOutput",
+    "XmodTokenizer",
+    "add_language",
+    "freeze_labels",
     "generate",
     "init_cache",
     "logical_axes",
+    "make_eval_step",
+    "make_optimizer",
+    "make_train_step",
+    "params_axes",
+    "select_languages",
 ]
 
 __version__ = "0.1.0"
