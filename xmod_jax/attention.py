@@ -1,8 +1,15 @@
-"""Attention: masks as additive biases, multi-head attention, and the attention block.
+"""Attention: visibility masks, multi-head attention, and the attention block.
 
 One block class serves self-attention (`attention`) and cross-attention (`crossattention`,
 decoders with `add_cross_attention`), with or without the functional key/value cache. Keys and
 values are laid out [B, N, S, H], the cache's layout. Axis legend as in `modeling.py`.
+
+Two implementations: "fused" calls `jax.nn.dot_product_attention` (cuDNN's fused kernel where
+XLA picks it, XLA's softmax attention elsewhere) and is used unless attention probabilities are
+requested (`output_attentions`) or attention-probability dropout is active (training with
+`attention_probs_dropout_prob > 0`); then, and with `attention_impl="explicit"`, the explicit
+path computes float32 scores, adds transformers' additive mask, softmaxes in float32 and
+applies dropout. Both give the same outputs up to float rounding.
 """
 
 from __future__ import annotations
@@ -18,12 +25,12 @@ MASK_VALUE = float(jnp.finfo(jnp.float32).min)  # what transformers adds to mask
 KeyValue = tuple[jax.Array, jax.Array]
 
 
-def attention_bias(
+def attention_mask(
     key_mask: jax.Array | None, length: int, causal: bool, offset: jax.Array | int = 0
 ) -> jax.Array | None:
-    """Additive float32 bias [B|1, 1, T|1, S]: 0 where a key may be seen, MASK_VALUE elsewhere.
+    """Which keys each query may see: bool [B|1, 1, T|1, S], or None when every key is visible.
 
-    key_mask: [B, S] (nonzero = real token) or None, which masks no key (transformers attends to
+    key_mask: [B, S] (nonzero = real token) or None, which hides no key (transformers attends to
     pads when no attention_mask is given). causal: query t, at absolute position offset + t, sees
     keys 0 .. offset + t only; without key_mask the keys are the T queries themselves.
     """
@@ -35,9 +42,7 @@ def attention_bias(
         query_pos = offset + jnp.arange(length)[:, None]  # [T, 1]
         lower = (jnp.arange(num_keys)[None, :] <= query_pos)[None, None]  # [1, 1, T, S]
         keep = lower if keep is None else keep & lower
-    if keep is None:
-        return None
-    return jnp.where(keep, 0.0, MASK_VALUE).astype(jnp.float32)
+    return keep
 
 
 class XmodSelfAttention(XmodModule):
@@ -60,15 +65,31 @@ class XmodSelfAttention(XmodModule):
         )
 
     def __call__(
-        self, x: jax.Array, kv: KeyValue, bias: jax.Array | None, deterministic: bool
-    ) -> tuple[jax.Array, jax.Array]:
-        """x [B, T, D], kv [B, N, S, H] -> context [B, T, N, H], probs float32 [B, N, T, S]."""
+        self,
+        x: jax.Array,
+        kv: KeyValue,
+        keep: jax.Array | None,
+        deterministic: bool,
+        output_attentions: bool = False,
+    ) -> tuple[jax.Array, jax.Array | None]:
+        """x [B, T, D], kv [B, N, S, H], keep bool [B|1, 1, T|1, S] -> context [B, T, N, H] and,
+        on the explicit path, probs float32 [B, N, T, S] (None on the fused path)."""
         keys, values = kv
         q = self.query(x)  # [B, T, N, H]
+        dropout_active = not deterministic and self.config.attention_probs_dropout_prob > 0
+        if self.attention_impl == "fused" and not (output_attentions or dropout_active):
+            context = jax.nn.dot_product_attention(
+                q,
+                keys.transpose(0, 2, 1, 3),  # [B, S, N, H]
+                values.transpose(0, 2, 1, 3),
+                mask=keep,
+                scale=self.config.head_dim**-0.5,
+            )
+            return context, None
         scores = jnp.einsum("BTNH,BNSH->BNTS", q, keys) * self.config.head_dim**-0.5
         scores = scores.astype(jnp.float32)  # softmax in float32 even under bf16
-        if bias is not None:
-            scores = scores + bias
+        if keep is not None:
+            scores = scores + jnp.where(keep, 0.0, MASK_VALUE)  # as transformers adds its mask
         probs = jax.nn.softmax(scores, axis=-1)  # [B, N, T, S]
         dropped = self.dropout(probs, deterministic=deterministic)
         context = jnp.einsum("BNTS,BNSH->BTNH", dropped.astype(self.dtype), values)
@@ -100,7 +121,7 @@ class XmodAttention(XmodModule):
     Self-attention (`is_cross=False`) attends over x; with a cache `kv` it writes this call's keys
     and values at `index` and attends over the whole cache. Cross-attention attends over the
     encoder states `memory` [B, S_enc, D], or over `kv` when the cache already holds them.
-    Returns (y [B, T, D], probs [B, N, T, S], the keys and values attended over).
+    Returns (y [B, T, D], probs [B, N, T, S] or None, the keys and values attended over).
     """
 
     is_cross: bool = False
@@ -109,15 +130,16 @@ class XmodAttention(XmodModule):
     def __call__(
         self,
         x: jax.Array,
-        bias: jax.Array | None,
+        keep: jax.Array | None,
         deterministic: bool,
         *,
         memory: jax.Array | None = None,
         kv: KeyValue | None = None,
         index: jax.Array | int = 0,
-    ) -> tuple[jax.Array, jax.Array, KeyValue]:
-        output = XmodSelfOutput(self.config, name="output", **self.dtypes)
-        attend = XmodSelfAttention(self.config, name="self", **self.dtypes)
+        output_attentions: bool = False,
+    ) -> tuple[jax.Array, jax.Array | None, KeyValue]:
+        output = XmodSelfOutput(self.config, name="output", **self.settings)
+        attend = XmodSelfAttention(self.config, name="self", **self.settings)
         pre_norm = self.config.pre_norm
         h = output.norm(x) if pre_norm else x
         if self.is_cross and kv is not None:
@@ -126,6 +148,6 @@ class XmodAttention(XmodModule):
             keys, values = attend.project_kv(memory if self.is_cross else h)
             if kv is not None:  # self-attention cache: append this call's keys and values
                 keys, values = write_at(kv[0], keys, index, 2), write_at(kv[1], values, index, 2)
-        context, probs = attend(h, (keys, values), bias, deterministic)
+        context, probs = attend(h, (keys, values), keep, deterministic, output_attentions)
         y = output(context, x, deterministic)  # [B, T, D]
         return (y if pre_norm else output.norm(y)), probs, (keys, values)

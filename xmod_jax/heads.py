@@ -96,7 +96,7 @@ class XmodHeadModel(XmodPreTrainedModule):
     uses_pooler: ClassVar[bool] = False
 
     def setup(self) -> None:
-        self.roberta = XmodModel(self.config, add_pooling_layer=self.uses_pooler, **self.dtypes)
+        self.roberta = XmodModel(self.config, add_pooling_layer=self.uses_pooler, **self.settings)
         self.setup_head()
 
     def setup_head(self) -> None:
@@ -136,7 +136,7 @@ class XmodLanguageModel(XmodHeadModel):
     """The LM head on the encoder output: float32 logits [B, T, V]."""
 
     def setup_head(self) -> None:
-        self.lm_head = XmodLMHead(self.config, **self.dtypes)
+        self.lm_head = XmodLMHead(self.config, **self.settings)
 
     def head(self, encoded, inputs, deterministic):
         table = self.roberta.word_embedding_table()
@@ -176,7 +176,7 @@ class XmodForSequenceClassification(XmodHeadModel):
     hf_architecture: ClassVar[str] = "XmodForSequenceClassification"
 
     def setup_head(self) -> None:
-        self.classifier = XmodClassificationHead(self.config, **self.dtypes)
+        self.classifier = XmodClassificationHead(self.config, **self.settings)
 
     def head(self, encoded, inputs, deterministic):
         return _logits_output(self.classifier(encoded.last_hidden_state, deterministic), encoded)

@@ -23,17 +23,55 @@ Dtype = Any
 AxisNames = tuple[str | None, ...]
 
 
+ROUTINGS = ("gather", "single", "auto", "ragged")
+ATTENTION_IMPLS = ("fused", "explicit")
+REMAT_POLICIES = ("none", "full", "dots")
+
+
 class XmodModule(nn.Module):
-    """Base of the X-MOD modules: the config plus computation and storage dtypes."""
+    """Base of the X-MOD modules: the config plus the runtime knobs, passed down unchanged.
+
+    dtype: computation dtype; param_dtype: storage dtype; routing: how adapter rows reach each
+    example (see `adapters.py`); attention_impl: "fused" (`jax.nn.dot_product_attention`, the
+    explicit path when probabilities or attention dropout are needed) or "explicit";
+    scan_layers: one `nn.scan` over stacked layer parameters instead of an unrolled loop;
+    remat: rematerialisation of each layer in the backward pass ("none", "full", "dots").
+    """
 
     config: XmodConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    routing: str = "gather"
+    attention_impl: str = "fused"
+    scan_layers: bool = False
+    remat: str = "none"
+
+    def __post_init__(self) -> None:
+        for name, value, choices in (
+            ("routing", self.routing, ROUTINGS),
+            ("attention_impl", self.attention_impl, ATTENTION_IMPLS),
+            ("remat", self.remat, REMAT_POLICIES),
+        ):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        super().__post_init__()
 
     @property
     def dtypes(self) -> dict[str, Dtype]:
-        """`dtype` and `param_dtype` as keyword arguments for submodules."""
+        """`dtype` and `param_dtype`, for the parameter-holding helpers (dense, layer_norm)."""
         return {"dtype": self.dtype, "param_dtype": self.param_dtype}
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every runtime knob, for child `XmodModule`s."""
+        return {
+            "dtype": self.dtype,
+            "param_dtype": self.param_dtype,
+            "routing": self.routing,
+            "attention_impl": self.attention_impl,
+            "scan_layers": self.scan_layers,
+            "remat": self.remat,
+        }
 
 
 def normal_init(config: XmodConfig, names: AxisNames) -> nn.initializers.Initializer:

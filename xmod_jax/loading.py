@@ -35,6 +35,7 @@ from xmod_jax.conversion import (
 )
 from xmod_jax.errors import CheckpointError
 from xmod_jax.hub import resolve_folder
+from xmod_jax.layouts import stack_layers, unstack_layers
 from xmod_jax.partitioning import logical_axes
 from xmod_jax.tensor_files import (
     SAFE_WEIGHTS_NAME,
@@ -119,17 +120,21 @@ def load_pretrained(
     if default_language is not None:
         config = config.with_default_language(default_language)
     model = cls(config, dtype=dtype, param_dtype=param_dtype, **module_fields)
+    unrolled = model.clone(scan_layers=False)  # checkpoints hold the unrolled layout
     to_device = functools.partial(jnp.asarray, dtype=param_dtype)
     if has_weight_files(folder) or not is_orbax_folder(folder):
         state = read_state_dict(folder)
+        params = None
     else:
-        saved = load_orbax_params(folder)
-        if _same_shapes(saved, model.param_shapes()):  # our own layout: no conversion
-            return model, jax.tree.map(to_device, saved)
-        state = orbax_as_hf_state(folder, config, saved)
-    return model, params_from_state(
-        model, folder, state, ignore_mismatched_sizes, seed, to_device, progress
-    )
+        saved = unstack_layers(load_orbax_params(folder))
+        params = jax.tree.map(to_device, saved)  # our own layout needs no conversion
+        if not _same_shapes(saved, unrolled.param_shapes()):
+            state, params = orbax_as_hf_state(folder, config, saved), None
+    if params is None:
+        params = params_from_state(
+            unrolled, folder, state, ignore_mismatched_sizes, seed, to_device, progress
+        )
+    return model, stack_layers(params) if model.scan_layers else params
 
 
 def _same_shapes(tree: Params, shapes: Params) -> bool:
@@ -261,6 +266,8 @@ def save_pretrained(
 ) -> None:
     """See `XmodPreTrainedModule.save_pretrained`. Weights first, config last, each atomic;
     tensors are converted and written one at a time."""
+    if model.scan_layers:  # transformers files hold the unrolled layout
+        model, params = model.clone(scan_layers=False), unstack_layers(params)
     check_params(model, params)
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)

@@ -12,7 +12,6 @@ table. Language adapters are stacked: one `[L, ...]` parameter per adapter weigh
 
 from __future__ import annotations
 
-import dataclasses
 from typing import ClassVar
 
 import flax.linen as nn
@@ -22,7 +21,7 @@ import jax.numpy as jnp
 
 from xmod_jax.activations import ACTIVATIONS
 from xmod_jax.adapters import XmodAdapters
-from xmod_jax.attention import XmodAttention, attention_bias
+from xmod_jax.attention import XmodAttention, attention_mask
 from xmod_jax.base import XmodPreTrainedModule
 from xmod_jax.cache import XmodCache, XmodLayerCache, write_at
 from xmod_jax.inputs import ModelInputs
@@ -116,7 +115,7 @@ class XmodOutput(XmodModule):
         self.LayerNorm = layer_norm(cfg, name="LayerNorm", **kw)
         if cfg.adapter_layer_norm:
             self.adapter_layer_norm = layer_norm(cfg, name="adapter_layer_norm", **kw)
-        self.adapter_modules = XmodAdapters(cfg, **kw)
+        self.adapter_modules = XmodAdapters(cfg, **self.settings)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
     def norm(self, x: jax.Array) -> jax.Array:
@@ -139,70 +138,106 @@ class XmodOutput(XmodModule):
         return self.dropout(adapted, deterministic=deterministic) + adapter_residual
 
 
-@dataclasses.dataclass(frozen=True)
-class AttentionInputs:
-    """What every layer's attention needs besides its input: the self-attention bias
-    [B|1, 1, T|1, S], the cache write position, and for cross-attention the encoder states
-    [B, S_enc, D] (None once cached) with their bias [B, 1, 1, S_enc]."""
+@flax.struct.dataclass
+class LayerContext:
+    """What every layer needs besides its input, the same for all layers.
 
-    self_bias: jax.Array | None
+    self_mask: bool [B|1, 1, T|1, S] or None; index: cache write position; memory: encoder
+    states [B, S_enc, D] for cross-attention (None once cached); cross_mask: bool
+    [B|1, 1, 1, S_enc] or None. Static: whether cross-attention runs and which optional outputs
+    the layers must return.
+    """
+
+    self_mask: jax.Array | None
     index: jax.Array | int = 0
-    cross: bool = False
     memory: jax.Array | None = None
-    cross_bias: jax.Array | None = None
+    cross_mask: jax.Array | None = None
+    cross: bool = flax.struct.field(pytree_node=False, default=False)
+    output_hidden_states: bool = flax.struct.field(pytree_node=False, default=False)
+    output_attentions: bool = flax.struct.field(pytree_node=False, default=False)
 
 
 @flax.struct.dataclass
 class LayerOutput:
-    """One layer's output [B, T, D], attention probs, and its updated cache (or None)."""
+    """One layer's extras: its input [B, T, D] (for hidden states), attention probs, cross-
+    attention probs, and its updated cache; each None unless needed."""
 
-    hidden: jax.Array
-    attentions: jax.Array
-    cross_attentions: jax.Array | None
-    cache: XmodLayerCache | None
+    hidden: jax.Array | None = None
+    attentions: jax.Array | None = None
+    cross_attentions: jax.Array | None = None
+    cache: XmodLayerCache | None = None
+
+
+REMAT = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 class XmodLayer(XmodModule):
     """One transformer block: self-attention, cross-attention (decoders with encoder states),
-    feed-forward and the language adapter; [B, T, D] -> [B, T, D]."""
+    feed-forward and the language adapter; [B, T, D] -> [B, T, D].
+
+    Its signature is `nn.scan`'s: the hidden state is the carry, the layer cache is scanned,
+    lang_ids and the context are broadcast.
+    """
+
+    deterministic: bool = True
 
     @nn.compact
     def __call__(
         self,
         x: jax.Array,
+        cache: XmodLayerCache | None,
         lang_ids: jax.Array,
-        attend: AttentionInputs,
-        deterministic: bool,
-        cache: XmodLayerCache | None = None,
-    ) -> LayerOutput:
-        kw = self.dtypes
+        ctx: LayerContext,
+    ) -> tuple[jax.Array, LayerOutput]:
+        kw, deterministic = self.settings, self.deterministic
         self_kv = None if cache is None else (cache.key, cache.value)
         a, probs, (key, value) = XmodAttention(self.config, name="attention", **kw)(
-            x, attend.self_bias, deterministic, kv=self_kv, index=attend.index
+            x,
+            ctx.self_mask,
+            deterministic,
+            kv=self_kv,
+            index=ctx.index,
+            output_attentions=ctx.output_attentions,
         )
         cross_probs, cross_kv = None, (None, None)
-        if attend.cross:
-            cached = (
-                None
-                if cache is None or cache.cross_key is None
-                else (cache.cross_key, cache.cross_value)
-            )
+        if ctx.cross:
+            cached = None
+            if cache is not None and cache.cross_key is not None:
+                cached = (cache.cross_key, cache.cross_value)
             a, cross_probs, cross_kv = XmodAttention(
                 self.config, is_cross=True, name="crossattention", **kw
-            )(a, attend.cross_bias, deterministic, memory=attend.memory, kv=cached)
+            )(
+                a,
+                ctx.cross_mask,
+                deterministic,
+                memory=ctx.memory,
+                kv=cached,
+                output_attentions=ctx.output_attentions,
+            )
         pre_norm = self.config.pre_norm
         output = XmodOutput(self.config, name="output", **kw)
         h = XmodIntermediate(self.config, name="intermediate", **kw)(
             output.norm(a) if pre_norm else a
         )
         y = output(h, a, lang_ids, deterministic)
-        new_cache = None if cache is None else XmodLayerCache(key, value, *cross_kv)
-        return LayerOutput(y if pre_norm else output.norm(y), probs, cross_probs, new_cache)
+        extras = LayerOutput(
+            hidden=x if ctx.output_hidden_states else None,
+            attentions=probs,
+            cross_attentions=cross_probs,
+            cache=None if cache is None else XmodLayerCache(key, value, *cross_kv),
+        )
+        return (y if pre_norm else output.norm(y)), extras
 
 
 class XmodEncoder(XmodModule):
-    """The layer stack (plus the final LayerNorm of pre-norm models).
+    """The layer stack (plus the final LayerNorm of pre-norm models): an unrolled loop over
+    `layer_0` ... `layer_{n-1}`, or with `scan_layers` one `nn.scan` over `layer`, whose
+    parameters carry a leading `layers` axis (compile time stays flat as depth grows).
 
+    Returns the last hidden state [B, T, D] and the per-layer extras, each a tuple over layers.
     Hidden states follow transformers: the embeddings, every layer's output, with the last entry
     being the final (normed) output.
     """
@@ -212,22 +247,49 @@ class XmodEncoder(XmodModule):
         self,
         x: jax.Array,
         lang_ids: jax.Array,
-        attend: AttentionInputs,
+        ctx: LayerContext,
         deterministic: bool,
         caches: tuple[XmodLayerCache, ...] | None = None,
-    ) -> tuple[jax.Array, list[LayerOutput], list[jax.Array]]:
-        """-> (last [B, T, D], per-layer outputs, hidden states [B, T, D] before each layer)."""
-        cfg, hidden, outputs = self.config, [], []
-        for i in range(cfg.num_hidden_layers):
-            hidden.append(x)
-            out = XmodLayer(cfg, name=f"layer_{i}", **self.dtypes)(
-                x, lang_ids, attend, deterministic, None if caches is None else caches[i]
+    ) -> tuple[jax.Array, LayerOutput]:
+        cfg = self.config
+        layer = XmodLayer
+        if self.remat != "none":
+            layer = nn.remat(XmodLayer, policy=REMAT[self.remat], prevent_cse=not self.scan_layers)
+        kw = {**self.settings, "deterministic": deterministic}
+        if self.scan_layers:
+            stacked = None if caches is None else jax.tree.map(lambda *c: jnp.stack(c), *caches)
+            scan = nn.scan(
+                layer,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(0, nn.broadcast, nn.broadcast),
+                length=cfg.num_hidden_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
             )
-            outputs.append(out)
-            x = out.hidden
+            x, stacked_extras = scan(cfg, name="layer", **kw)(x, stacked, lang_ids, ctx)
+            extras = [
+                jax.tree.map(lambda a, i=i: a[i], stacked_extras)
+                for i in range(cfg.num_hidden_layers)
+            ]
+        else:
+            extras = []
+            for i in range(cfg.num_hidden_layers):
+                cache = None if caches is None else caches[i]
+                x, out = layer(cfg, name=f"layer_{i}", **kw)(x, cache, lang_ids, ctx)
+                extras.append(out)
         if cfg.pre_norm:
             x = layer_norm(cfg, name="LayerNorm", **self.dtypes)(x)
-        return x, outputs, [*hidden, x]
+        per_layer = LayerOutput(
+            **{  # one tuple over layers per field, None when not produced
+                field: None
+                if getattr(extras[0], field) is None
+                else tuple(getattr(e, field) for e in extras)
+                for field in ("hidden", "attentions", "cross_attentions", "cache")
+            }
+        )
+        if ctx.output_hidden_states:
+            per_layer = per_layer.replace(hidden=(*per_layer.hidden, x))
+        return x, per_layer
 
 
 class XmodPooler(XmodModule):
@@ -261,7 +323,7 @@ class XmodModel(XmodPreTrainedModule):
     hf_architecture: ClassVar[str] = "XmodModel"
 
     def setup(self) -> None:
-        kw = self.dtypes
+        kw = self.settings
         self.embeddings = XmodEmbeddings(self.config, **kw)
         self.encoder = XmodEncoder(self.config, **kw)
         if self.add_pooling_layer:
@@ -283,48 +345,45 @@ class XmodModel(XmodPreTrainedModule):
         if cache is not None:  # keys: every cached position plus this call's tokens
             new = jnp.ones(x.shape[:2], bool) if key_mask is None else key_mask.astype(bool)
             key_mask = write_at(cache.key_mask, new, index, 1)  # [B, S]
-        attend = AttentionInputs(
-            attention_bias(key_mask, length, self.config.is_decoder, offset=index), index
+        ctx = LayerContext(
+            self_mask=attention_mask(key_mask, length, self.config.is_decoder, offset=index),
+            index=index,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
         )
-        cross_mask = None
+        encoder_mask = None
         if self.config.add_cross_attention:
             if cache is not None and cache.has_cross_attention:
-                cross_mask = cache.cross_mask
+                encoder_mask = cache.cross_mask
             elif inputs.encoder_hidden_states is not None:
-                cross_mask = inputs.encoder_attention_mask
-                if cross_mask is None and cache is not None:  # the cache stores a full mask
-                    cross_mask = jnp.ones(inputs.encoder_hidden_states.shape[:2], bool)
-            has_memory = cross_mask is not None or inputs.encoder_hidden_states is not None
-            if has_memory:
-                attend = dataclasses.replace(
-                    attend,
+                encoder_mask = inputs.encoder_attention_mask
+                if encoder_mask is None and cache is not None:  # the cache stores a full mask
+                    encoder_mask = jnp.ones(inputs.encoder_hidden_states.shape[:2], bool)
+            if encoder_mask is not None or inputs.encoder_hidden_states is not None:
+                ctx = ctx.replace(
                     cross=True,
                     memory=inputs.encoder_hidden_states,
-                    cross_bias=attention_bias(cross_mask, length, causal=False),
+                    cross_mask=attention_mask(encoder_mask, length, causal=False),
                 )
-        last, layers, hidden = self.encoder(
-            x, inputs.lang_ids, attend, deterministic, None if cache is None else cache.layers
+        last, extras = self.encoder(
+            x, inputs.lang_ids, ctx, deterministic, None if cache is None else cache.layers
         )
         new_cache = None
         if cache is not None:
             # Writing past the end would overwrite the last positions: poison instead of lying.
             last = jnp.where(index + length > cache.max_length, jnp.nan, last)
             new_cache = XmodCache(
-                layers=tuple(out.cache for out in layers),
+                layers=extras.cache,
                 key_mask=key_mask,
                 index=index + length,
-                cross_mask=None if cross_mask is None else cross_mask.astype(bool),
+                cross_mask=None if encoder_mask is None else encoder_mask.astype(bool),
             )
         return XmodModelOutput(
             last_hidden_state=last,
             pooler_output=self.pooler(last) if self.add_pooling_layer else None,
-            hidden_states=tuple(hidden) if output_hidden_states else None,
-            attentions=tuple(out.attentions for out in layers) if output_attentions else None,
-            cross_attentions=(
-                tuple(out.cross_attentions for out in layers)
-                if output_attentions and attend.cross
-                else None
-            ),
+            hidden_states=extras.hidden,
+            attentions=extras.attentions if output_attentions else None,
+            cross_attentions=extras.cross_attentions if output_attentions and ctx.cross else None,
             past_key_values=new_cache,
         )
 

@@ -46,7 +46,8 @@ def _axes_by_path(config: Any) -> dict[tuple[str, ...], tuple[str | None, ...]]:
     models = [cls(config) for name, cls in ARCHITECTURES.items() if name != "XmodForCausalLM"]
     if config.is_decoder:
         models.append(ARCHITECTURES["XmodForCausalLM"](config))
-    for model in [*models, XmodModel(config, add_pooling_layer=True)]:
+    models.append(XmodModel(config, add_pooling_layer=True))
+    for model in [*models, *(m.clone(scan_layers=True) for m in models)]:
         flat = jax.tree_util.tree_flatten_with_path(
             logical_axes(model), is_leaf=lambda x: isinstance(x, tuple)
         )[0]
