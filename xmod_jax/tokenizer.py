@@ -127,6 +127,7 @@ class XmodTokenizer:
         except RuntimeError as e:  # e.g. a piece listed twice
             raise ValueError(f"sentencepiece rejects this vocabulary: {e}") from None
         self._cache: dict[str, list[int]] = {}
+        self._word_starts: np.ndarray | None = None  # bool [V], built by the first word_ids
 
     # ---------------------------------------------------------------- loading and saving
 
@@ -293,6 +294,29 @@ class XmodTokenizer:
     def tokenize(self, text: str) -> list[str]:
         """Pieces of one text, without special tokens added."""
         return self.convert_ids_to_tokens(self.encode(text, add_special_tokens=False))
+
+    def word_ids(self, input_ids: Any) -> np.ndarray:
+        """Word index of each token, -1 for `<s>`, `</s>` and `<pad>`: int [B, T] -> int32 [B, T].
+
+        As transformers' `word_ids()` for XLM-R: a word starts at each piece beginning with "▁"
+        and at each token cut out of the raw text (`<mask>`, added tokens); the pieces after it,
+        `<unk>` included, belong to it. Words are counted from 0 along the whole row (both texts
+        of a pair). Also takes one row [T].
+        """
+        ids = np.asarray(input_ids)
+        if ids.ndim not in (1, 2):
+            raise ValueError(f"word_ids takes ids of shape [T] or [B, T], got {ids.shape}")
+        ids = np.asarray(self._check_ids(ids.reshape(-1)), np.int64).reshape(ids.shape)
+        if self._word_starts is None:
+            starts = np.array([piece.startswith(SPACE) for piece, _ in self._vocab])  # [V]
+            starts[[i for i in self._literal.values() if i != self.unk_token_id]] = True
+            self._word_starts = starts
+        outside = np.isin(ids, (self.bos_token_id, self.pad_token_id, self.eos_token_id))
+        after_outside = np.concatenate(
+            [np.ones_like(outside[..., :1]), outside[..., :-1]], axis=-1
+        )  # a row's first content token starts a word whatever its piece
+        starts = ~outside & (self._word_starts[ids] | after_outside)
+        return np.where(outside, -1, np.cumsum(starts, axis=-1) - 1).astype(np.int32)
 
     def _with_specials(self, first: list[int], second: list[int] | None) -> list[int]:
         bos, eos = self.bos_token_id, self.eos_token_id
