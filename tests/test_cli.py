@@ -1,10 +1,12 @@
-"""The `xmod-jax` command, run as `python -m xmod_jax.cli` in subprocesses as a user would.
+"""The `xmod-jax` console script, run in subprocesses as a user would (`python -m xmod_jax.cli`
+when the package is not installed with its entry point).
 
 Each subprocess pays the JAX import, so there are few; other paths call `cli.main` in-process.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -18,10 +20,13 @@ from xmod_jax import cli
 from xmod_jax import pipelines as pl
 from xmod_jax.conversion import iter_leaves
 
+SCRIPT = os.path.join(os.path.dirname(sys.executable), "xmod-jax")  # where pip puts it
+COMMAND = [SCRIPT] if os.path.exists(SCRIPT) else [sys.executable, "-m", "xmod_jax.cli"]
+
 
 def xmod_jax_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "xmod_jax.cli", *map(str, args)],
+        [*COMMAND, *map(str, args)],
         input=stdin,
         capture_output=True,
         text=True,
