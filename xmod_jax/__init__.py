@@ -19,6 +19,7 @@ from xmod_jax.heads import (
     XmodForTokenClassification,
 )
 from xmod_jax.languages import add_language, select_languages
+from xmod_jax.layouts import stack_layers, unstack_layers
 from xmod_jax.modeling import XmodModel
 from xmod_jax.optim import make_optimizer
 from xmod_jax.outputs import XmodLogitsOutput, XmodModelOutput, XmodQuestionAnsweringOutput
@@ -56,6 +57,8 @@ __all__ = [
     "make_train_step",
     "params_axes",
     "select_languages",
+    "stack_layers",
+    "unstack_layers",
 ]
 
 __version__ = "0.1.0"

@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import resource
 import sys
+import time
 from collections.abc import Sequence
 
 import jax
@@ -116,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------------- commands
 def run_convert(args: argparse.Namespace) -> int:
-    progress = _progress(args)
+    progress, start = _progress(args), time.perf_counter()
     if args.direction == "hf-to-flax":
         summary = hf_to_flax(
             args.src,
@@ -130,9 +132,11 @@ def run_convert(args: argparse.Namespace) -> int:
         summary = flax_to_hf(
             args.src, args.dst, head=args.head, overwrite=args.overwrite, progress=progress
         )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(
         f"wrote {args.dst}: {summary['model']}, {summary['parameters']:,} parameters, "
-        f"{summary['bytes'] / 2**30:.2f} GiB {'/'.join(summary['dtypes'])}"
+        f"{summary['bytes'] / 2**30:.2f} GiB {'/'.join(summary['dtypes'])}, "
+        f"{time.perf_counter() - start:.1f} s, peak RSS {peak:.2f} GiB"
     )
     return 0
 
