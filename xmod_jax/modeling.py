@@ -1,4 +1,5 @@
-"""The X-MOD encoder in Flax: embeddings, attention, feed-forward, stacked language adapters.
+"""The X-MOD encoder in Flax: embeddings, layers (attention, feed-forward, language adapter),
+the layer stack (unrolled or scanned) and `XmodModel`.
 
 Axis legend, used in every einsum and shape comment of this package:
   B batch, T query positions, S key positions, D hidden, N heads, H head dim,
@@ -6,8 +7,8 @@ Axis legend, used in every einsum and shape comment of this package:
 
 Module and parameter names follow transformers' `XmodModel` (`embeddings`, `encoder/layer_3`,
 `attention/self/query`, `output/adapter_modules/dense1`, ...), so `conversion.py` is a short rename
-table. Language adapters are stacked: one `[L, ...]` parameter per adapter weight, rows gathered by
-`lang_ids` per example inside jit (no Python loop over languages, no data-dependent shapes).
+table. Attention lives in `attention.py`, the stacked language adapters in `adapters.py`, the
+decoder cache in `cache.py`.
 """
 
 from __future__ import annotations
@@ -257,6 +258,8 @@ class XmodEncoder(XmodModule):
             layer = nn.remat(XmodLayer, policy=REMAT[self.remat], prevent_cse=not self.scan_layers)
         kw = {**self.settings, "deterministic": deterministic}
         if self.scan_layers:
+            # The cache keeps one entry per layer (the layout of init_cache); scanning needs them
+            # stacked, which copies the cache once per call.
             stacked = None if caches is None else jax.tree.map(lambda *c: jnp.stack(c), *caches)
             scan = nn.scan(
                 layer,
