@@ -2,11 +2,16 @@
 
 Timings interleave the contenders (ours, then theirs, repeated) and report medians, so drift in
 the machine's speed hits both alike; ratios measured in one run are what the tables report.
+Between timed calls the benchmark pauses briefly, and torch's OpenMP threads are told to sleep
+rather than spin when idle (OMP_WAIT_POLICY=PASSIVE, set before torch loads): on a 2-core machine
+spinning threads would otherwise slow whichever contender runs next.
 """
 
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import platform
 import re
 import resource
@@ -64,6 +69,9 @@ def block(value):
     return jax.block_until_ready(value) if not hasattr(value, "detach") else value
 
 
+PAUSE = 0.5  # seconds between timed calls, for spinning threads to go idle
+
+
 def interleaved(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median seconds per call of each contender, after one warm-up call each, interleaved."""
     for fn in contenders.values():
@@ -71,6 +79,7 @@ def interleaved(contenders: dict[str, Callable[[], object]], repeats: int) -> di
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
+            time.sleep(PAUSE)
             start = time.perf_counter()
             block(fn())
             times[name].append(time.perf_counter() - start)
