@@ -34,7 +34,7 @@ from xmod_jax.heads import (
     XmodForTokenClassification,
     XmodHeadModel,
 )
-from xmod_jax.tokenizer import XmodTokenizer
+from xmod_jax.tokenizer import XmodTokenizer, as_text_batch
 
 BUCKETS = (16, 32, 64, 128, 256, 512)  # padded sequence lengths, capped at the model's limit
 _ENCODE_CHUNK = 1024  # texts tokenized per tokenizer call
@@ -97,7 +97,7 @@ def fill_mask(
     _check_head(model, XmodForMaskedLM, "fill_mask")
     if not (isinstance(top_k, int) and top_k >= 1):
         raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-    texts = _as_texts(texts, "texts")
+    texts = as_text_batch(texts, "texts")
     lang_ids = _lang_ids(model, lang, len(texts))
     rows = _encode(model, tokenizer, texts)
     owners, positions = [], []  # one entry per (text, mask)
@@ -148,7 +148,7 @@ def embed(
     `model` is an `XmodModel` or any head model, whose encoder (`roberta`) is used. Texts are
     truncated to the largest bucket (`length_buckets`).
     """
-    texts = _as_texts(texts, "texts")
+    texts = as_text_batch(texts, "texts")
     lang_ids = _lang_ids(model, lang, len(texts))
     rows = _encode(model, tokenizer, texts)
     pooled = _forward_rows(
@@ -178,7 +178,7 @@ def classify(
     or `num_labels=1`). Texts are truncated to the largest bucket (`length_buckets`).
     """
     _check_head(model, XmodForSequenceClassification, "classify")
-    texts = _as_texts(texts, "texts")
+    texts = as_text_batch(texts, "texts")
     lang_ids = _lang_ids(model, lang, len(texts))
     rows = _encode(model, tokenizer, texts)
     logits = _forward_rows(
@@ -218,7 +218,7 @@ def tag(
     bucket (`length_buckets`).
     """
     _check_head(model, XmodForTokenClassification, "tag")
-    texts = _as_texts(texts, "texts")
+    texts = as_text_batch(texts, "texts")
     lang_ids = _lang_ids(model, lang, len(texts))
     rows = _encode(model, tokenizer, texts)
     logits = _forward_rows(
@@ -262,8 +262,8 @@ def answer(
     _check_head(model, XmodForQuestionAnswering, "answer")
     if not (isinstance(max_answer_tokens, int) and max_answer_tokens >= 1):
         raise ValueError(f"max_answer_tokens must be a positive int, got {max_answer_tokens!r}")
-    questions = _as_texts(questions, "questions")
-    contexts = _as_texts(contexts, "contexts")
+    questions = as_text_batch(questions, "questions")
+    contexts = as_text_batch(contexts, "contexts")
     if len(questions) != len(contexts):
         raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
     lang_ids = _lang_ids(model, lang, len(questions))
@@ -422,20 +422,6 @@ def _encode(
 
 
 # ---------------------------------------------------------------------------------- inputs
-def _as_texts(texts: Any, name: str) -> list[str]:
-    """`texts` as a non-empty list of str; a single str is a batch of one."""
-    if isinstance(texts, str):
-        return [texts]
-    if not isinstance(texts, Sequence):
-        raise TypeError(f"{name} must be a str or a list of str, got {type(texts).__name__}")
-    if not texts:
-        raise ValueError(f"{name} is empty; pass a str or a non-empty list of str")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"{name}[{i}] is a {type(text).__name__}, not a str")
-    return list(texts)
-
-
 def _lang_ids(model: XmodPreTrainedModule, lang: Any, n: int) -> np.ndarray:
     """One code, one code per text or None (the default language) -> int32 lang ids [n]."""
     config = model.config

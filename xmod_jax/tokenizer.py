@@ -243,8 +243,8 @@ class XmodTokenizer:
         first down to `max_length` (default `model_max_length`), keeping the special tokens.
         Returns `input_ids`, `attention_mask`: int32 [B, T].
         """
-        texts = _as_batch(texts, "texts")
-        pairs = None if text_pair is None else _as_batch(text_pair, "text_pair")
+        texts = as_text_batch(texts, "texts")
+        pairs = None if text_pair is None else as_text_batch(text_pair, "text_pair")
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"text_pair has {len(pairs)} texts but texts has {len(texts)}")
         padding = _check_option("padding", padding, ("longest", "max_length", "do_not_pad"))
@@ -286,7 +286,7 @@ class XmodTokenizer:
     ) -> list[int]:
         """Ids of one text (or pair), without truncation or padding."""
         texts = [text] if text_pair is None else [text, text_pair]
-        ids = self._encode_batch(_as_batch(texts, "text"))
+        ids = self._encode_batch(as_text_batch(texts, "text"))
         if not add_special_tokens:
             return [i for row in ids for i in row]
         return self._with_specials(ids[0], ids[1] if len(ids) > 1 else None)
@@ -406,14 +406,14 @@ class XmodTokenizer:
 # -------------------------------------------------------------------- input checks
 
 
-def _as_batch(texts: Any, name: str) -> list[str]:
+def as_text_batch(texts: Any, name: str) -> list[str]:
     """`texts` as a non-empty list of str; a single str is a batch of one."""
     if isinstance(texts, str):
         return [texts]
-    if not isinstance(texts, list | tuple):
+    if not isinstance(texts, Sequence):
         raise TypeError(f"{name} must be a str or a list of str, got {type(texts).__name__}")
     if not texts:
-        raise ValueError(f"{name} is an empty list; pass at least one text")
+        raise ValueError(f"{name} is empty; pass a str or a non-empty list of str")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"{name}[{i}] is a {type(text).__name__}, not a str")
