@@ -127,8 +127,9 @@ def load_pretrained(
         params = None
     else:
         saved = unstack_layers(load_orbax_params(folder))
-        params = jax.tree.map(to_device, saved)  # our own layout needs no conversion
-        if not _same_shapes(saved, unrolled.param_shapes()):
+        if _same_shapes(saved, unrolled.param_shapes()):  # our own layout needs no conversion
+            params = jax.tree.map(to_device, saved)
+        else:
             state, params = orbax_as_hf_state(folder, config, saved), None
     if params is None:
         params = params_from_state(
