@@ -24,7 +24,7 @@ import transformers
 from common import interleaved, language_mix, machine, random_ids, write_section, xmod_base_config
 
 import xmod_jax as xj
-from xmod_jax.layouts import stack_layers
+from xmod_jax.nn.layouts import stack_layers
 
 
 def main() -> None:

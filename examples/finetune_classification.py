@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import xmod_jax as xj
-from xmod_jax.train import batch_indices
+from xmod_jax.train.steps import batch_indices
 
 LANGUAGES = ["en_XX", "de_DE", "sw_KE"]
 VOCAB, POSITIVE, NEGATIVE = 200, range(10, 40), range(40, 70)

@@ -18,7 +18,7 @@ from test_pipelines import LANGUAGES, random_params, tiny_config, train_tokenize
 import xmod_jax as xj
 from xmod_jax import cli
 from xmod_jax import pipelines as pl
-from xmod_jax.conversion import iter_leaves
+from xmod_jax.ckpts.mapping import iter_leaves
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "xmod-jax")  # where pip puts it
 COMMAND = [SCRIPT] if os.path.exists(SCRIPT) else [sys.executable, "-m", "xmod_jax.cli"]

@@ -86,7 +86,7 @@ def test_existing_destination_is_refused_unless_overwrite(source, tmp_path):
 
 KILL_DURING = {
     "hf_to_flax": (
-        "import os, signal, xmod_jax.convert as c\n"
+        "import os, signal, xmod_jax.ckpts.folders as c\n"
         "def killed(folder, params):\n"
         "    os.makedirs(os.path.join(folder, 'params'))\n"
         "    open(os.path.join(folder, 'params', 'half'), 'w').write('x')\n"
@@ -95,7 +95,7 @@ KILL_DURING = {
         "c.hf_to_flax({src!r}, {dst!r})\n"
     ),
     "flax_to_hf": (
-        "import os, signal, xmod_jax.tensor_files as t, xmod_jax.convert as c\n"
+        "import os, signal, xmod_jax.ckpts.weights as t, xmod_jax.ckpts.folders as c\n"
         "count = [0]\n"
         "def killed(f, tensor):\n"
         "    count[0] += 1\n"

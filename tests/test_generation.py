@@ -7,7 +7,7 @@ import torch
 from reference import hf_model
 
 import xmod_jax as xj
-from xmod_jax.generation import select_next_token
+from xmod_jax.decoding import select_next_token
 
 PROMPT = np.array([[0, 5, 6, 7], [0, 11, 12, 13]])
 LANGS = np.array([2, 0])
@@ -125,7 +125,7 @@ def test_top_p_keeps_the_smallest_nucleus():
 
 def test_generate_compiles_once_per_shape(decoder):
     _, model, params = decoder
-    from xmod_jax.generation import _decoder
+    from xmod_jax.decoding import _decoder
 
     xj.generate(model, params, PROMPT, LANGS, max_new_tokens=3)
     xj.generate(model, params, PROMPT[:, :3], [1, 1], max_new_tokens=3)

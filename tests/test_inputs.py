@@ -16,7 +16,7 @@ from jax.experimental import checkify
 from reference import ATTENTION_MASK, INPUT_IDS, LANG_IDS, assert_outputs_match, hf_model, run_hf
 
 import xmod_jax as xj
-from xmod_jax.inputs import prepare_inputs
+from xmod_jax.nn.inputs import prepare_inputs
 
 CONFIG = xj.XmodConfig(
     vocab_size=99,

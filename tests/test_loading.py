@@ -263,7 +263,7 @@ def test_missing_shard_is_reported(mlm, checkpoint_dir):
 def test_safetensors_reader_agrees_with_the_safetensors_library(tmp_path):
     import ml_dtypes
 
-    from xmod_jax.tensor_files import read_state_dict
+    from xmod_jax.ckpts.weights import read_state_dict
 
     rng = np.random.default_rng(0)
     tensors = {

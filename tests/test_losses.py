@@ -8,8 +8,8 @@ import torch
 from reference import ATTENTION_MASK, INPUT_IDS, LANG_IDS, hf_model
 
 import xmod_jax as xj
-from xmod_jax import losses
-from xmod_jax.conversion import params_to_hf
+from xmod_jax.ckpts.mapping import params_to_hf
+from xmod_jax.nn import losses
 
 rng = np.random.default_rng(0)
 MLM_LABELS = np.where(rng.random(INPUT_IDS.shape) < 0.3, INPUT_IDS, -100)

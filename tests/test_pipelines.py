@@ -14,7 +14,7 @@ from test_tokenizer import make_corpus
 
 import xmod_jax as xj
 from xmod_jax import pipelines as pl
-from xmod_jax.conversion import iter_leaves, set_leaf
+from xmod_jax.ckpts.mapping import iter_leaves, set_leaf
 
 LANGUAGES = ["en_XX", "de_DE", "fr_XX"]
 MAX_POSITIONS = 66  # 64 tokens: buckets 16, 32, 64

@@ -20,7 +20,7 @@ from reference import (
 )
 
 import xmod_jax as xj
-from xmod_jax.layouts import is_scanned, stack_layers, unstack_layers
+from xmod_jax.nn.layouts import is_scanned, stack_layers, unstack_layers
 
 CONFIG = xj.XmodConfig(**TINY, pre_norm=True, adapter_layer_norm=True)
 INPUTS = dict(input_ids=INPUT_IDS, attention_mask=ATTENTION_MASK)

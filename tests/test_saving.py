@@ -22,8 +22,9 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 import xmod_jax as xj
-from xmod_jax import tensor_files
-from xmod_jax.conversion import params_to_hf
+from xmod_jax.ckpts import weights
+from xmod_jax.ckpts.mapping import params_to_hf
+from xmod_jax.hub import SAFE_WEIGHTS_NAME
 
 INPUTS = dict(input_ids=INPUT_IDS, lang_ids=LANG_IDS, attention_mask=ATTENTION_MASK)
 CHOICE_INPUTS = dict(
@@ -145,7 +146,7 @@ def test_crash_while_writing_leaves_the_previous_checkpoint(checkpoint_dir, monk
             raise KeyboardInterrupt
         f.write(memoryview(tensor.reshape(-1).view(np.uint8)))
 
-    monkeypatch.setattr(tensor_files, "write_array", crash)
+    monkeypatch.setattr(weights, "write_array", crash)
     with pytest.raises(KeyboardInterrupt):
         model.save_pretrained(folder, random_params(model))
     assert (folder / "model.safetensors").read_bytes() == before
@@ -156,7 +157,7 @@ def test_crash_while_writing_leaves_the_previous_checkpoint(checkpoint_dir, monk
         model.save_pretrained(fresh, params)
     with pytest.raises(xj.CheckpointError):  # nothing loadable was left behind
         xj.XmodForMaskedLM.from_pretrained(fresh)
-    assert tensor_files.SAFE_WEIGHTS_NAME not in os.listdir(fresh)
+    assert SAFE_WEIGHTS_NAME not in os.listdir(fresh)
 
 
 def test_saved_files_get_the_usual_permissions(checkpoint_dir):

@@ -13,7 +13,7 @@ import pytest
 import sentencepiece as spm
 
 from xmod_jax.errors import CheckpointError
-from xmod_jax.tokenizer import XmodTokenizer
+from xmod_jax.text.tokenizer import XmodTokenizer
 
 transformers = pytest.importorskip("transformers")
 

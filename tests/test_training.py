@@ -13,8 +13,8 @@ import transformers
 from reference import TINY, hf_config, random_params
 
 import xmod_jax as xj
-from xmod_jax.conversion import params_to_hf
-from xmod_jax.train import batch_indices, merge, partition
+from xmod_jax.ckpts.mapping import params_to_hf
+from xmod_jax.train.steps import batch_indices, merge, partition
 
 CONFIG = xj.XmodConfig(**TINY, adapter_layer_norm=True, num_labels=3)
 rng = np.random.default_rng(0)
@@ -201,7 +201,7 @@ def test_weight_decay_skips_biases_and_layer_norm_scales(classifier):
 
 
 def test_learning_rate_schedules():
-    from xmod_jax.optim import learning_rate_schedule
+    from xmod_jax.train.optim import learning_rate_schedule
 
     assert learning_rate_schedule(1e-3) == 1e-3
     warm = learning_rate_schedule(1.0, warmup_steps=10, total_steps=110)

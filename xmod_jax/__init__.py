@@ -4,13 +4,13 @@ Every module takes `lang_ids` explicitly and gathers its language adapters from 
 `[L, ...]` parameters; checkpoints load from and save to transformers folders.
 """
 
-from xmod_jax.cache import XmodCache, XmodLayerCache, init_cache
-from xmod_jax.checkpoint import TrainCheckpoints
 from xmod_jax.config import XmodConfig
+from xmod_jax.decoding import generate
 from xmod_jax.errors import CheckpointError
-from xmod_jax.freezing import freeze_labels
-from xmod_jax.generation import generate
-from xmod_jax.heads import (
+from xmod_jax.nn.axes import AXIS_NAMES, logical_axes, params_axes
+from xmod_jax.nn.cache import XmodCache, XmodLayerCache, init_cache
+from xmod_jax.nn.encoder import XmodModel
+from xmod_jax.nn.heads import (
     XmodForCausalLM,
     XmodForMaskedLM,
     XmodForMultipleChoice,
@@ -18,14 +18,14 @@ from xmod_jax.heads import (
     XmodForSequenceClassification,
     XmodForTokenClassification,
 )
-from xmod_jax.languages import add_language, select_languages
-from xmod_jax.layouts import stack_layers, unstack_layers
-from xmod_jax.modeling import XmodModel
-from xmod_jax.optim import make_optimizer
-from xmod_jax.outputs import XmodLogitsOutput, XmodModelOutput, XmodQuestionAnsweringOutput
-from xmod_jax.partitioning import AXIS_NAMES, logical_axes, params_axes
-from xmod_jax.tokenizer import Encoding, XmodTokenizer
-from xmod_jax.train import TrainState, make_eval_step, make_train_step
+from xmod_jax.nn.layouts import stack_layers, unstack_layers
+from xmod_jax.nn.outputs import XmodLogitsOutput, XmodModelOutput, XmodQuestionAnsweringOutput
+from xmod_jax.text.tokenizer import Encoding, XmodTokenizer
+from xmod_jax.train.checkpoints import TrainCheckpoints
+from xmod_jax.train.freezing import freeze_labels
+from xmod_jax.train.languages import add_language, select_languages
+from xmod_jax.train.optim import make_optimizer
+from xmod_jax.train.steps import TrainState, make_eval_step, make_train_step
 
 __all__ = [
     "AXIS_NAMES",

@@ -27,14 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from xmod_jax import pipelines
-from xmod_jax.base import Params, XmodPreTrainedModule
+from xmod_jax.ckpts.folders import flax_to_hf, hf_to_flax, model_class
+from xmod_jax.ckpts.mapping import iter_leaves
 from xmod_jax.config import XmodConfig
-from xmod_jax.conversion import iter_leaves
-from xmod_jax.convert import flax_to_hf, hf_to_flax, model_class
-from xmod_jax.heads import XmodForMaskedLM
 from xmod_jax.hub import resolve_folder
-from xmod_jax.modeling import XmodModel
-from xmod_jax.tokenizer import XmodTokenizer
+from xmod_jax.nn.encoder import XmodModel
+from xmod_jax.nn.heads import XmodForMaskedLM
+from xmod_jax.nn.module import Params, XmodPreTrainedModule
+from xmod_jax.text.tokenizer import XmodTokenizer
 
 PROG = "xmod-jax"
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

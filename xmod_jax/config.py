@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from xmod_jax.activations import ACTIVATIONS
+from xmod_jax.atomic import atomic_write_bytes
 from xmod_jax.errors import CheckpointError
 
 CONFIG_NAME = "config.json"
@@ -216,8 +217,6 @@ class XmodConfig:
         self, folder: str | os.PathLike, architectures: Sequence[str] | None = None
     ) -> None:
         """Write `folder/config.json` that transformers reads back (atomic rename)."""
-        from xmod_jax.checkpoint import atomic_write_bytes
-
         data = self.to_dict()
         if architectures:
             data["architectures"] = list(architectures)

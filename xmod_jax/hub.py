@@ -10,8 +10,11 @@ import os
 import re
 
 from xmod_jax.errors import CheckpointError
-from xmod_jax.tensor_files import has_weight_files
 
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_INDEX_NAME = "model.safetensors.index.json"
+TORCH_WEIGHTS_NAME = "pytorch_model.bin"
+TORCH_INDEX_NAME = "pytorch_model.bin.index.json"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 HUB_FILES = [
     "config.json",
@@ -50,3 +53,9 @@ def resolve_folder(path: str | os.PathLike) -> str:
             f"{reason}); check the name and the network, or pass a downloaded folder"
         ) from None
     return folder
+
+
+def has_weight_files(folder: str) -> bool:
+    """Whether `folder` holds transformers weight files (any of the four layouts)."""
+    names = (SAFE_WEIGHTS_NAME, SAFE_INDEX_NAME, TORCH_WEIGHTS_NAME, TORCH_INDEX_NAME)
+    return any(os.path.isfile(os.path.join(folder, name)) for name in names)

@@ -26,15 +26,15 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from xmod_jax.base import Params, XmodPreTrainedModule
-from xmod_jax.heads import (
+from xmod_jax.nn.heads import (
     XmodForMaskedLM,
     XmodForQuestionAnswering,
     XmodForSequenceClassification,
     XmodForTokenClassification,
     XmodHeadModel,
 )
-from xmod_jax.tokenizer import XmodTokenizer, as_text_batch
+from xmod_jax.nn.module import Params, XmodPreTrainedModule
+from xmod_jax.text.tokenizer import XmodTokenizer, as_text_batch
 
 BUCKETS = (16, 32, 64, 128, 256, 512)  # padded sequence lengths, capped at the model's limit
 _ENCODE_CHUNK = 1024  # texts tokenized per tokenizer call

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from xmod_jax.freezing import TRAINABLE
-from xmod_jax.losses import loss_for
+from xmod_jax.nn.losses import loss_for
+from xmod_jax.train.freezing import TRAINABLE
 
 TARGET_KEYS = ("labels", "start_positions", "end_positions")
 Batch = dict[str, Any]

@@ -30,8 +30,8 @@ import sentencepiece as spm
 
 from xmod_jax.errors import CheckpointError
 from xmod_jax.hub import REPO_ID, resolve_folder
-from xmod_jax.normalizer import PrecompiledNormalizer
-from xmod_jax.sentencepiece_files import (
+from xmod_jax.text.normalizer import PrecompiledNormalizer
+from xmod_jax.text.spm_files import (
     CONTROL,
     MASK_TOKEN,
     NORMAL,

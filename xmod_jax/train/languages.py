@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from xmod_jax.config import XmodConfig
-from xmod_jax.partitioning import params_axes
+from xmod_jax.nn.axes import params_axes
 
 
 def _map_language_leaves(params: Any, config: XmodConfig, fn) -> Any:

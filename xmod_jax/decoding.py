@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xmod_jax.base import Params, XmodPreTrainedModule
-from xmod_jax.cache import init_cache
-from xmod_jax.inputs import prepare_inputs
+from xmod_jax.nn.cache import init_cache
+from xmod_jax.nn.inputs import prepare_inputs
+from xmod_jax.nn.module import Params, XmodPreTrainedModule
 
 
 def select_next_token(

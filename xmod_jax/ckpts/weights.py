@@ -19,13 +19,15 @@ import ml_dtypes
 import numpy as np
 from tqdm.auto import tqdm
 
-from xmod_jax.checkpoint import atomic_path
+from xmod_jax.atomic import atomic_path
 from xmod_jax.errors import CheckpointError
+from xmod_jax.hub import (
+    SAFE_INDEX_NAME,
+    SAFE_WEIGHTS_NAME,
+    TORCH_INDEX_NAME,
+    TORCH_WEIGHTS_NAME,
+)
 
-SAFE_WEIGHTS_NAME = "model.safetensors"
-SAFE_INDEX_NAME = "model.safetensors.index.json"
-TORCH_WEIGHTS_NAME = "pytorch_model.bin"
-TORCH_INDEX_NAME = "pytorch_model.bin.index.json"
 _SAFETENSORS_DTYPES = {
     "F64": np.float64,
     "F32": np.float32,
@@ -43,12 +45,6 @@ _SAFETENSORS_DTYPES = {
 
 
 # ----------------------------------------------------------------------------------- reading
-def has_weight_files(folder: str) -> bool:
-    """Whether `folder` holds transformers weight files (any of the four layouts)."""
-    names = (SAFE_WEIGHTS_NAME, SAFE_INDEX_NAME, TORCH_WEIGHTS_NAME, TORCH_INDEX_NAME)
-    return any(os.path.isfile(os.path.join(folder, name)) for name in names)
-
-
 def weight_files(folder: str) -> tuple[str, list[str]]:
     """Which weights a transformers folder holds: (format, files), safetensors preferred."""
     for name, fmt in (

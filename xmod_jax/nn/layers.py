@@ -1,10 +1,10 @@
 """Building blocks shared by the encoder and the heads: initialisers, dense, layer norm, lookups.
 
-Every parameter carries logical axis names (see `xmod_jax.partitioning`), attached with
+Every parameter carries logical axis names (see `xmod_jax.nn.axes`), attached with
 `nn.with_logical_partitioning`; `XmodPreTrainedModule.init_params` unboxes them, so users only ever
 see plain nested dicts of arrays.
 
-Axis legend (shared with `modeling.py`): B batch, T positions, D hidden, V vocabulary,
+Axis legend (see `xmod_jax.nn`): B batch, T positions, D hidden, V vocabulary,
 L languages, R adapter bottleneck.
 """
 
@@ -32,7 +32,7 @@ class XmodModule(nn.Module):
     """Base of the X-MOD modules: the config plus the runtime knobs, passed down unchanged.
 
     dtype: computation dtype; param_dtype: storage dtype; routing: how adapter rows reach each
-    example (see `adapters.py`); attention_impl: "fused" (`jax.nn.dot_product_attention`, the
+    example (see `nn/adapters.py`); attention_impl: "fused" (`jax.nn.dot_product_attention`, the
     explicit path when probabilities or attention dropout are needed) or "explicit";
     scan_layers: one `nn.scan` over stacked layer parameters instead of an unrolled loop;
     remat: rematerialisation of each layer in the backward pass ("none", "full", "dots").

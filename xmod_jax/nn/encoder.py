@@ -1,14 +1,10 @@
 """The X-MOD encoder in Flax: embeddings, layers (attention, feed-forward, language adapter),
-the layer stack (unrolled or scanned) and `XmodModel`.
-
-Axis legend, used in every einsum and shape comment of this package:
-  B batch, T query positions, S key positions, D hidden, N heads, H head dim,
-  F intermediate (FFN), R adapter bottleneck, L languages, C choices, V vocabulary.
+the layer stack (unrolled or scanned) and `XmodModel`. Axis legend in `xmod_jax.nn`.
 
 Module and parameter names follow transformers' `XmodModel` (`embeddings`, `encoder/layer_3`,
-`attention/self/query`, `output/adapter_modules/dense1`, ...), so `conversion.py` is a short rename
-table. Attention lives in `attention.py`, the stacked language adapters in `adapters.py`, the
-decoder cache in `cache.py`.
+`attention/self/query`, `output/adapter_modules/dense1`, ...), so `ckpts/mapping.py` is a short
+rename table. Attention lives in `attention.py`, the stacked language adapters in `adapters.py`,
+the decoder cache in `cache.py`.
 """
 
 from __future__ import annotations
@@ -21,18 +17,18 @@ import jax
 import jax.numpy as jnp
 
 from xmod_jax.activations import ACTIVATIONS
-from xmod_jax.adapters import XmodAdapters
-from xmod_jax.attention import XmodAttention, attention_mask
-from xmod_jax.base import XmodPreTrainedModule
-from xmod_jax.cache import XmodCache, XmodLayerCache, write_at
-from xmod_jax.inputs import ModelInputs
-from xmod_jax.layers import (
+from xmod_jax.nn.adapters import XmodAdapters
+from xmod_jax.nn.attention import XmodAttention, attention_mask
+from xmod_jax.nn.cache import XmodCache, XmodLayerCache, write_at
+from xmod_jax.nn.inputs import ModelInputs
+from xmod_jax.nn.layers import (
     Embed,
     XmodModule,
     dense,
     layer_norm,
 )
-from xmod_jax.outputs import XmodModelOutput
+from xmod_jax.nn.module import XmodPreTrainedModule
+from xmod_jax.nn.outputs import XmodModelOutput
 
 
 # ------------------------------------------------------------------------------------ embeddings

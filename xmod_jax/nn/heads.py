@@ -3,7 +3,7 @@ classification, multiple choice, token classification and extractive QA.
 
 Each public class only says which head it puts on the encoder output; validation, the call
 signature and checkpoint I/O come from `XmodPreTrainedModule`. Logits are float32 under any
-compute dtype. Axis legend as in `modeling.py`.
+compute dtype. Axis legend in `xmod_jax.nn`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import jax
 import jax.numpy as jnp
 
 from xmod_jax.activations import ACTIVATIONS
-from xmod_jax.base import XmodPreTrainedModule
 from xmod_jax.config import XmodConfig
-from xmod_jax.inputs import ModelInputs
-from xmod_jax.layers import Dtype, XmodModule, constant_init, dense, layer_norm
-from xmod_jax.modeling import XmodModel
-from xmod_jax.outputs import XmodLogitsOutput, XmodModelOutput, XmodQuestionAnsweringOutput
+from xmod_jax.nn.encoder import XmodModel
+from xmod_jax.nn.inputs import ModelInputs
+from xmod_jax.nn.layers import Dtype, XmodModule, constant_init, dense, layer_norm
+from xmod_jax.nn.module import XmodPreTrainedModule
+from xmod_jax.nn.outputs import XmodLogitsOutput, XmodModelOutput, XmodQuestionAnsweringOutput
 
 
 def logits_dense(config: XmodConfig, features: int, param_dtype: Dtype, name: str):

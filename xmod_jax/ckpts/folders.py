@@ -15,11 +15,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from xmod_jax.base import Params, XmodPreTrainedModule
-from xmod_jax.checkpoint import atomic_folder, orbax_params_metadata, save_orbax_params
+from xmod_jax.atomic import atomic_folder
+from xmod_jax.ckpts.orbax_params import orbax_params_metadata, save_orbax_params
 from xmod_jax.errors import CheckpointError
-from xmod_jax.heads import ARCHITECTURES
 from xmod_jax.hub import resolve_folder
+from xmod_jax.nn.heads import ARCHITECTURES
+from xmod_jax.nn.module import Params, XmodPreTrainedModule
 
 
 def model_class(folder: str, head: str | None = None) -> type[XmodPreTrainedModule]:

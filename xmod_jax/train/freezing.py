@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from xmod_jax.config import XmodConfig
-from xmod_jax.partitioning import params_axes
+from xmod_jax.nn.axes import params_axes
 
 TRAINABLE, FROZEN = "trainable", "frozen"
 Rules = Sequence[tuple[str, str]]

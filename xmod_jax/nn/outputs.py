@@ -9,7 +9,7 @@ from __future__ import annotations
 import flax.struct
 import jax
 
-from xmod_jax.cache import XmodCache
+from xmod_jax.nn.cache import XmodCache
 
 
 @flax.struct.dataclass

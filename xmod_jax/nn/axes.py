@@ -39,8 +39,8 @@ def logical_axes(model: Any) -> dict[str, Any]:
 @functools.lru_cache(maxsize=8)
 def _axes_by_path(config: Any) -> dict[tuple[str, ...], tuple[str | None, ...]]:
     """Axis names of every parameter path any X-MOD module can have, for this config."""
-    from xmod_jax.heads import ARCHITECTURES
-    from xmod_jax.modeling import XmodModel
+    from xmod_jax.nn.encoder import XmodModel
+    from xmod_jax.nn.heads import ARCHITECTURES
 
     table: dict[tuple[str, ...], tuple[str | None, ...]] = {}
     models = [cls(config) for name, cls in ARCHITECTURES.items() if name != "XmodForCausalLM"]

@@ -1,6 +1,6 @@
 """`from_pretrained` / `save_pretrained`: transformers folders <-> (module, params).
 
-Policy on top of `conversion.py`, following transformers: encoder weights load with or without the
+Policy on top of `mapping.py`, following transformers: encoder weights load with or without the
 `roberta.` prefix; tensors of another head and legacy buffers are dropped, and missing head or
 pooler weights are initialised (each reported in one log line); a head tensor of the right name
 but wrong shape raises unless `ignore_mismatched_sizes=True`. Anything else that is missing,
@@ -21,10 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from xmod_jax.base import Params, XmodPreTrainedModule, _unboxed_init
-from xmod_jax.checkpoint import is_orbax_folder, load_orbax_params
-from xmod_jax.config import XmodConfig
-from xmod_jax.conversion import (
+from xmod_jax.ckpts.mapping import (
     Path,
     get_leaf,
     hf_shape,
@@ -33,17 +30,18 @@ from xmod_jax.conversion import (
     iter_leaves,
     set_leaf,
 )
-from xmod_jax.errors import CheckpointError
-from xmod_jax.hub import resolve_folder
-from xmod_jax.layouts import stack_layers, unstack_layers
-from xmod_jax.partitioning import logical_axes
-from xmod_jax.tensor_files import (
-    SAFE_WEIGHTS_NAME,
+from xmod_jax.ckpts.orbax_params import is_orbax_folder, load_orbax_params
+from xmod_jax.ckpts.weights import (
     TensorStore,
-    has_weight_files,
     read_state_dict,
     write_safetensors,
 )
+from xmod_jax.config import XmodConfig
+from xmod_jax.errors import CheckpointError
+from xmod_jax.hub import SAFE_WEIGHTS_NAME, has_weight_files, resolve_folder
+from xmod_jax.nn.axes import logical_axes
+from xmod_jax.nn.layouts import stack_layers, unstack_layers
+from xmod_jax.nn.module import Params, XmodPreTrainedModule, _unboxed_init
 
 logger = logging.getLogger("xmod_jax")
 
@@ -145,7 +143,7 @@ def _same_shapes(tree: Params, shapes: Params) -> bool:
 
 def orbax_as_hf_state(folder: str, config: XmodConfig, saved: Params) -> TensorStore:
     """Params saved for another head, renamed to transformers keys so the usual policy applies."""
-    from xmod_jax.heads import ARCHITECTURES
+    from xmod_jax.nn.heads import ARCHITECTURES
 
     with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
         names = [n for n in json.load(f).get("architectures") or [] if n in ARCHITECTURES]

@@ -22,7 +22,7 @@ import jax
 import optax
 
 from xmod_jax.config import XmodConfig
-from xmod_jax.freezing import FROZEN, TRAINABLE, freeze_labels, row_masks
+from xmod_jax.train.freezing import FROZEN, TRAINABLE, freeze_labels, row_masks
 
 
 def learning_rate_schedule(
@@ -99,7 +99,7 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
     """AdamW (fairseq fine-tuning defaults: betas 0.9 / 0.98, eps 1e-6, weight decay 0.01 off
     biases and LayerNorm scales) for `params`, freezing by a preset or rules (see
-    `xmod_jax.freezing`); `freeze=None` trains everything."""
+    `xmod_jax.train.freezing`); `freeze=None` trains everything."""
     lr = learning_rate_schedule(learning_rate, warmup_steps, total_steps, schedule)
     labels = freeze_labels(params, freeze or ((".*", TRAINABLE),), config)
     trainable = optax.chain(

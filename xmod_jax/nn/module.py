@@ -1,6 +1,6 @@
 """The shared base of every public module: fields, the one call signature, init and checkpoints.
 
-`from_pretrained` / `save_pretrained` are thin wrappers over `xmod_jax.loading`.
+`from_pretrained` / `save_pretrained` are thin wrappers over `xmod_jax.ckpts.loading`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xmod_jax.cache import XmodCache
-from xmod_jax.inputs import ModelInputs, prepare_inputs
-from xmod_jax.layers import Dtype, XmodModule
+from xmod_jax.nn.cache import XmodCache
+from xmod_jax.nn.inputs import ModelInputs, prepare_inputs
+from xmod_jax.nn.layers import Dtype, XmodModule
 
 Params = dict[str, Any]
 
@@ -118,12 +118,12 @@ class XmodPreTrainedModule(XmodModule):
         progress: bool = False,
         **module_fields: Any,
     ) -> tuple[XmodPreTrainedModule, Params]:
-        """Load a checkpoint -> (model, params); see `xmod_jax.loading`.
+        """Load a checkpoint -> (model, params); see `xmod_jax.ckpts.loading`.
 
         path: a transformers folder, an orbax folder written by `convert/hf_to_flax.py`, or a
         Hugging Face hub name (downloaded with `huggingface_hub` when installed).
         """
-        from xmod_jax.loading import load_pretrained
+        from xmod_jax.ckpts.loading import load_pretrained
 
         return load_pretrained(
             cls,
@@ -143,7 +143,7 @@ class XmodPreTrainedModule(XmodModule):
         self, folder: str | os.PathLike, params: Params, progress: bool = False
     ) -> None:
         """Write `config.json` + `model.safetensors` that the matching transformers class loads."""
-        from xmod_jax.loading import save_pretrained
+        from xmod_jax.ckpts.loading import save_pretrained
 
         save_pretrained(self, params, folder, progress)
 

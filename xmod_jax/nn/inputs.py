@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xmod_jax.cache import XmodCache
 from xmod_jax.config import XmodConfig
+from xmod_jax.nn.cache import XmodCache
 
 logger = logging.getLogger("xmod_jax")
 

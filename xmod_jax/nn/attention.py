@@ -2,7 +2,7 @@
 
 One block class serves self-attention (`attention`) and cross-attention (`crossattention`,
 decoders with `add_cross_attention`), with or without the functional key/value cache. Keys and
-values are laid out [B, N, S, H], the cache's layout. Axis legend as in `modeling.py`.
+values are laid out [B, N, S, H], the cache's layout. Axis legend in `xmod_jax.nn`.
 
 Two implementations: "fused" calls `jax.nn.dot_product_attention` (cuDNN's fused kernel where
 XLA picks it, XLA's softmax attention elsewhere) and is used unless attention probabilities are
@@ -18,8 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xmod_jax.cache import write_at
-from xmod_jax.layers import XmodModule, dense, layer_norm
+from xmod_jax.nn.cache import write_at
+from xmod_jax.nn.layers import XmodModule, dense, layer_norm
 
 MASK_VALUE = float(jnp.finfo(jnp.float32).min)  # what transformers adds to masked scores
 KeyValue = tuple[jax.Array, jax.Array]

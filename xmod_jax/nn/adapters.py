@@ -3,7 +3,7 @@
 `XmodAdapters` holds every language's bottleneck adapter of one layer; example b runs through
 row `lang_ids[b]`, chosen inside jit (no Python loop over languages, no data-dependent shapes).
 The language axis of each parameter is found by its logical name `lang`, never by position.
-Axis legend as in `modeling.py`; below, P = B * T rows.
+Axis legend in `xmod_jax.nn`; below, P = B * T rows.
 
 Routing strategies (the `routing` module field), all equal to within float rounding:
 - "gather" (default): gather each example's kernel [B, I, O] and run a batched matmul. Cost: the
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from xmod_jax.activations import ACTIVATIONS
 from xmod_jax.config import XmodConfig
-from xmod_jax.layers import Dtype, XmodModule, constant_init, normal_init, take_rows
+from xmod_jax.nn.layers import Dtype, XmodModule, constant_init, normal_init, take_rows
 
 KERNEL_AXES = {"dense1": ("lang", "embed", "adapter"), "dense2": ("lang", "adapter", "embed")}
 BIAS_AXES = {"dense1": ("lang", "adapter"), "dense2": ("lang", "embed")}

@@ -2,7 +2,7 @@
 
 Shapes are fixed when the cache is made (`init_cache`), so a decode loop under `jax.jit` compiles
 at most twice: once for the prompt, once for the one-token step. Axis letters as in
-`modeling.py`; S is the cache length `max_length`.
+`xmod_jax.nn`; S is the cache length `max_length`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from xmod_jax.config import XmodConfig
-from xmod_jax.layers import Dtype
+from xmod_jax.nn.layers import Dtype
 
 
 @flax.struct.dataclass
