@@ -246,8 +246,8 @@ def _load(args: argparse.Namespace, command: str, cls: type[XmodPreTrainedModule
         )
     if args.lang is not None:
         config.lang_ids(args.lang)
-    elif config.default_language is None:
-        raise ValueError(f"pass --lang CODE; known: {', '.join(config.languages)}")
+    else:
+        config.default_lang_id(how="--lang CODE")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     texts = _read_texts(args)

@@ -30,7 +30,7 @@ PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_class
 # defaults that configs of transformers 4.x carry.
 _IGNORED_KEYS = frozenset(
     """
-    _name_or_path name_or_path _commit_hash transformers_version architectures dtype
+    _name_or_path name_or_path _commit_hash transformers_version dtype
     torch_dtype use_bfloat16 return_dict output_hidden_states output_attentions torchscript
     chunk_size_feed_forward gradient_checkpointing _attn_implementation
     _attn_implementation_internal attn_implementation _attn_implementation_autoset
@@ -95,6 +95,9 @@ class XmodConfig:
     id2label: tuple[str, ...] = ("LABEL_0", "LABEL_1")
     label2id: tuple[tuple[str, int], ...] = (("LABEL_0", 0), ("LABEL_1", 1))
     problem_type: str | None = None
+    # The transformers classes the checkpoint was saved from (`XmodForMaskedLM`, ...): metadata
+    # that never changes the math, so it takes no part in equality and hashing.
+    architectures: tuple[str, ...] | None = dataclasses.field(default=None, compare=False)
 
     def __init__(self, **kwargs: Any) -> None:
         fields = {f.name: f.default for f in dataclasses.fields(self)}
@@ -111,6 +114,8 @@ class XmodConfig:
         values = {name: kwargs.get(name, default) for name, default in fields.items()}
         values.update(_normalise_labels(kwargs))
         values["languages"] = _as_str_tuple(values["languages"], "languages")
+        if values["architectures"] is not None:
+            values["architectures"] = _as_str_tuple(values["architectures"], "architectures")
         if isinstance(values["eos_token_id"], list | tuple):
             values["eos_token_id"] = tuple(int(i) for i in values["eos_token_id"])
         for name, value in values.items():
@@ -143,6 +148,20 @@ class XmodConfig:
         if isinstance(codes, str):
             return np.asarray(self._lang_index(codes), np.int32)
         return np.asarray([self._lang_index(c) for c in codes], np.int32).reshape(-1)
+
+    def default_lang_id(self, how: str = "lang_ids=config.lang_ids([...])") -> int:
+        """The lang id of `default_language`, used wherever no language is given.
+
+        When it is unset, raises one ValueError saying to pass `how` instead (the argument or
+        option of the caller: `lang_ids=`, `lang=`, `--lang CODE`) or to set a default.
+        """
+        if self.default_language is None:
+            raise ValueError(
+                "no language given and config.default_language is unset "
+                f"(config.with_default_language(code) sets it): pass {how}; "
+                f"known: {', '.join(self.languages)}"
+            )
+        return self.languages.index(self.default_language)
 
     def with_default_language(self, code: str | None) -> XmodConfig:
         """Copy with `default_language` set (pure counterpart of `set_default_language`)."""
@@ -216,7 +235,10 @@ class XmodConfig:
     def save_pretrained(
         self, folder: str | os.PathLike, architectures: Sequence[str] | None = None
     ) -> None:
-        """Write `folder/config.json` that transformers reads back (atomic rename)."""
+        """Write `folder/config.json` that transformers reads back (atomic rename).
+
+        `architectures` (the saving model's class names) replaces the config's own.
+        """
         data = self.to_dict()
         if architectures:
             data["architectures"] = list(architectures)

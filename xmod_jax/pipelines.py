@@ -426,12 +426,7 @@ def _lang_ids(model: XmodPreTrainedModule, lang: Any, n: int) -> np.ndarray:
     """One code, one code per text or None (the default language) -> int32 lang ids [n]."""
     config = model.config
     if lang is None:
-        if config.default_language is None:
-            raise ValueError(
-                "pass lang= (one language code, or one per text); known: "
-                f"{', '.join(config.languages)}"
-            )
-        lang = config.default_language
+        return np.full(n, config.default_lang_id(how="lang= (one code, or one per text)"), np.int32)
     if isinstance(lang, str):
         return np.full(n, config.lang_ids(lang), np.int32)
     codes = list(lang)

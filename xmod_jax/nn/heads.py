@@ -1,14 +1,18 @@
 """Task heads over `XmodModel` (held as `roberta`, transformers' name): masked LM, sequence
 classification, multiple choice, token classification and extractive QA.
 
-Each public class only says which head it puts on the encoder output; validation, the call
-signature and checkpoint I/O come from `XmodPreTrainedModule`. Logits are float32 under any
-compute dtype. Axis legend in `xmod_jax.nn`.
+Each public class only says which head it puts on the encoder output, and describes itself
+through class attributes that the rest of the package reads instead of class names:
+`hf_architecture` (the transformers class), `head_params` (its top-level parameter names),
+`uses_labels` (whether `config.id2label` names its outputs) and `compute_loss` (its training loss,
+with transformers' semantics). Validation and the call signature come from
+`XmodPreTrainedModule`. Logits are float32 under any compute dtype. Axis legend in `xmod_jax.nn`.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -16,10 +20,11 @@ import jax.numpy as jnp
 
 from xmod_jax.activations import ACTIVATIONS
 from xmod_jax.config import XmodConfig
+from xmod_jax.nn import losses
 from xmod_jax.nn.encoder import XmodModel
 from xmod_jax.nn.inputs import ModelInputs
 from xmod_jax.nn.layers import Dtype, XmodModule, constant_init, dense, layer_norm
-from xmod_jax.nn.module import XmodPreTrainedModule
+from xmod_jax.nn.module import Batch, XmodPreTrainedModule
 from xmod_jax.nn.outputs import XmodLogitsOutput, XmodModelOutput, XmodQuestionAnsweringOutput
 
 
@@ -121,6 +126,10 @@ class XmodHeadModel(XmodPreTrainedModule):
     def head(self, encoded: XmodModelOutput, inputs: ModelInputs, deterministic: bool):
         raise NotImplementedError
 
+    def compute_loss(self, outputs: Any, batch: Batch) -> jax.Array:
+        """The training loss (float32 []) of this head for `outputs` of a call on `batch`."""
+        raise NotImplementedError
+
 
 def _logits_output(logits: jax.Array, encoded: XmodModelOutput) -> XmodLogitsOutput:
     return XmodLogitsOutput(
@@ -135,6 +144,8 @@ def _logits_output(logits: jax.Array, encoded: XmodModelOutput) -> XmodLogitsOut
 class XmodLanguageModel(XmodHeadModel):
     """The LM head on the encoder output: float32 logits [B, T, V]."""
 
+    head_params: ClassVar[tuple[str, ...]] = ("lm_head",)
+
     def setup_head(self) -> None:
         self.lm_head = XmodLMHead(self.config, **self.settings)
 
@@ -148,6 +159,9 @@ class XmodForMaskedLM(XmodLanguageModel):
 
     hf_architecture: ClassVar[str] = "XmodForMaskedLM"
 
+    def compute_loss(self, outputs: XmodLogitsOutput, batch: Batch) -> jax.Array:
+        return losses.masked_lm_loss(outputs.logits, batch["labels"])
+
 
 class XmodForCausalLM(XmodLanguageModel):
     """Next-token logits float32 [B, T, V]: the LM head under causal self-attention.
@@ -159,6 +173,9 @@ class XmodForCausalLM(XmodLanguageModel):
 
     hf_architecture: ClassVar[str] = "XmodForCausalLM"
     config_defaults: ClassVar[dict] = {"is_decoder": True}
+
+    def compute_loss(self, outputs: XmodLogitsOutput, batch: Batch) -> jax.Array:
+        return losses.causal_lm_loss(outputs.logits, batch["labels"])
 
     def setup_head(self) -> None:
         if not self.config.is_decoder:
@@ -174,6 +191,13 @@ class XmodForSequenceClassification(XmodHeadModel):
     """Sequence classification / regression logits float32 [B, num_labels] (no pooler)."""
 
     hf_architecture: ClassVar[str] = "XmodForSequenceClassification"
+    head_params: ClassVar[tuple[str, ...]] = ("classifier",)
+    uses_labels: ClassVar[bool] = True
+
+    def compute_loss(self, outputs: XmodLogitsOutput, batch: Batch) -> jax.Array:
+        return losses.sequence_classification_loss(
+            outputs.logits, batch["labels"], self.config.problem_type
+        )
 
     def setup_head(self) -> None:
         self.classifier = XmodClassificationHead(self.config, **self.settings)
@@ -186,6 +210,11 @@ class XmodForTokenClassification(XmodHeadModel):
     """Per-token logits float32 [B, T, num_labels]."""
 
     hf_architecture: ClassVar[str] = "XmodForTokenClassification"
+    head_params: ClassVar[tuple[str, ...]] = ("classifier",)
+    uses_labels: ClassVar[bool] = True
+
+    def compute_loss(self, outputs: XmodLogitsOutput, batch: Batch) -> jax.Array:
+        return losses.token_classification_loss(outputs.logits, batch["labels"])
 
     def setup_head(self) -> None:
         self.dropout = nn.Dropout(classifier_dropout_rate(self.config))
@@ -203,8 +232,12 @@ class XmodForMultipleChoice(XmodHeadModel):
     routed to lang_ids[b] (transformers tiles the ids instead, see the README)."""
 
     hf_architecture: ClassVar[str] = "XmodForMultipleChoice"
+    head_params: ClassVar[tuple[str, ...]] = ("classifier",)
     has_choices: ClassVar[bool] = True
     uses_pooler: ClassVar[bool] = True
+
+    def compute_loss(self, outputs: XmodLogitsOutput, batch: Batch) -> jax.Array:
+        return losses.multiple_choice_loss(outputs.logits, batch["labels"])
 
     def setup_head(self) -> None:
         self.dropout = nn.Dropout(self.config.hidden_dropout_prob)  # not classifier_dropout
@@ -220,6 +253,15 @@ class XmodForQuestionAnswering(XmodHeadModel):
     """Span start / end logits float32 [B, T] (config.num_labels must be 2)."""
 
     hf_architecture: ClassVar[str] = "XmodForQuestionAnswering"
+    head_params: ClassVar[tuple[str, ...]] = ("qa_outputs",)
+
+    def compute_loss(self, outputs: XmodQuestionAnsweringOutput, batch: Batch) -> jax.Array:
+        return losses.question_answering_loss(
+            outputs.start_logits,
+            outputs.end_logits,
+            batch["start_positions"],
+            batch["end_positions"],
+        )
 
     def setup_head(self) -> None:
         if self.config.num_labels != 2:
@@ -245,3 +287,10 @@ HEAD_CLASSES = (
     XmodForQuestionAnswering,
 )
 ARCHITECTURES = {cls.hf_architecture: cls for cls in (XmodModel, *HEAD_CLASSES)}
+# Top-level parameter names of every head (`lm_head`, `classifier`, `qa_outputs`).
+HEAD_PARAMS = tuple(sorted({name for cls in HEAD_CLASSES for name in cls.head_params}))
+
+
+def class_for(architectures: Sequence[str] | None) -> type[XmodPreTrainedModule]:
+    """The first X-MOD class named in a config's `architectures`, else `XmodModel`."""
+    return next((ARCHITECTURES[n] for n in architectures or () if n in ARCHITECTURES), XmodModel)

@@ -76,13 +76,7 @@ def _check_range(x: Any, name: str, low: int, high: int, what: str) -> None:
 def resolve_lang_ids(config: XmodConfig, lang_ids: Any, batch: int) -> Any:
     """int, [] / [1] (broadcast) or [B] integer lang ids -> int32 [B]; None -> default language."""
     if lang_ids is None:
-        if config.default_language is None:
-            raise ValueError(
-                "lang_ids is None and config.default_language is unset: pass "
-                "lang_ids=config.lang_ids([...]) or build the model with "
-                f"config.with_default_language(code), code one of {list(config.languages)}"
-            )
-        lang_ids = config.languages.index(config.default_language)
+        lang_ids = config.default_lang_id(how="lang_ids=config.lang_ids([...])")
     if not isinstance(lang_ids, jax.Array):
         lang_ids = np.asarray(lang_ids)
         if lang_ids.dtype.kind in "USO":

@@ -96,23 +96,9 @@ def question_answering_loss(
 
 
 def loss_for(model: Any) -> Callable[[Any, dict[str, jax.Array]], jax.Array]:
-    """The loss of `model`'s head as `fn(outputs, batch) -> float32 []`."""
-    name = type(model).__name__
-    if name == "XmodForQuestionAnswering":
-        return lambda out, batch: question_answering_loss(
-            out.start_logits, out.end_logits, batch["start_positions"], batch["end_positions"]
-        )
-    if name == "XmodForSequenceClassification":
-        problem_type = model.config.problem_type
-        return lambda out, batch: sequence_classification_loss(
-            out.logits, batch["labels"], problem_type
-        )
-    losses = {
-        "XmodForMaskedLM": masked_lm_loss,
-        "XmodForCausalLM": causal_lm_loss,
-        "XmodForTokenClassification": token_classification_loss,
-        "XmodForMultipleChoice": multiple_choice_loss,
-    }
-    if name not in losses:
-        raise ValueError(f"{name} has no training loss; use a head model")
-    return lambda out, batch: losses[name](out.logits, batch["labels"])
+    """The loss of `model`'s head as `fn(outputs, batch) -> float32 []` (each head's
+    `compute_loss`); the bare encoder has none and raises."""
+    compute_loss = getattr(model, "compute_loss", None)
+    if compute_loss is None:
+        raise ValueError(f"{type(model).__name__} has no training loss; use a head model")
+    return compute_loss

@@ -18,6 +18,7 @@ from xmod_jax.nn.inputs import ModelInputs, prepare_inputs
 from xmod_jax.nn.layers import Dtype, XmodModule
 
 Params = dict[str, Any]
+Batch = dict[str, Any]  # call arguments plus targets (`labels`, `start_positions`, ...)
 
 
 class XmodPreTrainedModule(XmodModule):
@@ -32,8 +33,11 @@ class XmodPreTrainedModule(XmodModule):
     (cross-attention), `past_key_values` (an `init_cache` cache) and `use_cache`.
     """
 
-    has_choices: ClassVar[bool] = False  # inputs carry a choice axis C
+    # What each public class says about itself (read by loading, training and the CLI):
     hf_architecture: ClassVar[str] = ""  # transformers class name written to config.json
+    head_params: ClassVar[tuple[str, ...]] = ()  # top-level parameter names of the head
+    uses_labels: ClassVar[bool] = False  # outputs are named by config.id2label
+    has_choices: ClassVar[bool] = False  # inputs carry a choice axis C
     config_defaults: ClassVar[dict[str, Any]] = {}  # config values from_pretrained sets
 
     def __call__(
