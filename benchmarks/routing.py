@@ -16,8 +16,7 @@ import jax
 from common import interleaved, language_mix, machine, random_ids, write_section, xmod_base_config
 
 import xmod_jax as xj
-
-ROUTINGS = ("gather", "single", "auto", "ragged")
+from xmod_jax.nn.options import ROUTINGS
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from xmod_jax.ckpts.mapping import iter_leaves
 from xmod_jax.config import XmodConfig
 from xmod_jax.hub import resolve_folder
 from xmod_jax.nn.encoder import XmodModel
-from xmod_jax.nn.heads import XmodForMaskedLM
+from xmod_jax.nn.heads import HEAD_PARAMS, XmodForMaskedLM
 from xmod_jax.nn.module import Params, XmodPreTrainedModule
 from xmod_jax.text.tokenizer import XmodTokenizer
 
@@ -45,7 +45,7 @@ PARAM_GROUPS = (
     ("embeddings", re.compile(r"(^|/)embeddings/")),
     ("attention", re.compile(r"(^|/)(attention|crossattention)/")),
     ("feed-forward", re.compile(r"(^|/)(intermediate|output)/")),
-    ("pooler and heads", re.compile(r"^(roberta/)?pooler/|^(lm_head|classifier|qa_outputs)/")),
+    ("pooler and heads", re.compile(rf"^(roberta/)?pooler/|^({'|'.join(HEAD_PARAMS)})/")),
 )
 GROUP_ORDER = (  # as printed
     "embeddings",
@@ -200,7 +200,7 @@ def run_info(args: argparse.Namespace) -> int:
     print("flags: " + ", ".join(f"{name}={getattr(config, name)}" for name in flags))
     print(f"languages ({config.num_languages}): {', '.join(config.languages)}")
     print(f"default language: {config.default_language}")
-    if cls.__name__ in ("XmodForSequenceClassification", "XmodForTokenClassification"):
+    if cls.uses_labels:
         print(f"labels ({config.num_labels}): {', '.join(config.id2label)}")
     print("parameters:")
     total = groups.pop("total")

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xmod_jax.nn.cache import init_cache
-from xmod_jax.nn.inputs import prepare_inputs
+from xmod_jax.nn.inputs import ModelInputs, prepare_inputs
 from xmod_jax.nn.module import Params, XmodPreTrainedModule
 
 
@@ -134,10 +134,22 @@ def _decoder(
     @jax.jit
     def run(params, input_ids, lang_ids, attention_mask, memory, memory_mask, rng):
         batch, prompt = input_ids.shape
-        forward = functools.partial(model.apply, {"params": params}, lang_ids=lang_ids)
-        cache = init_cache(model.config, batch, prompt + max_new_tokens, model.dtype)
+
+        def forward(**inputs: Any) -> Any:
+            # `generate` validated every argument on the host: the loop calls `forward` directly
+            return model.apply(
+                {"params": params},
+                ModelInputs(inputs_embeds=None, lang_ids=lang_ids, **inputs),
+                deterministic=True,
+                output_hidden_states=False,
+                output_attentions=False,
+                method=model.forward,
+            )
+
+        length = prompt + max_new_tokens
+        cache = init_cache(model.config, batch, length, model.dtype, model.scan_layers)
         out = forward(
-            input_ids,
+            input_ids=input_ids,
             attention_mask=attention_mask,
             encoder_hidden_states=memory,
             encoder_attention_mask=memory_mask,
@@ -159,7 +171,7 @@ def _decoder(
             last = jax.lax.dynamic_slice_in_dim(tokens, step - 1, 1, axis=1)  # [B, 1]
             is_real = last[:, 0] != pad
             out = forward(
-                last,
+                input_ids=last,
                 position_ids=jnp.where(is_real, next_position, pad)[:, None],
                 past_key_values=cache,
             )

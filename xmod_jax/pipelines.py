@@ -94,12 +94,9 @@ def fill_mask(
     [batch_size, T, V]. Texts are truncated to the largest bucket (`length_buckets`); a text
     without a `<mask>` in its kept tokens raises `ValueError`.
     """
-    _check_head(model, XmodForMaskedLM, "fill_mask")
     if not (isinstance(top_k, int) and top_k >= 1):
         raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-    texts = as_text_batch(texts, "texts")
-    lang_ids = _lang_ids(model, lang, len(texts))
-    rows = _encode(model, tokenizer, texts)
+    texts, lang_ids, rows = _prepare(model, tokenizer, texts, lang, XmodForMaskedLM, "fill_mask")
     owners, positions = [], []  # one entry per (text, mask)
     for i, row in enumerate(rows):
         found = np.flatnonzero(row == tokenizer.mask_token_id)
@@ -148,9 +145,7 @@ def embed(
     `model` is an `XmodModel` or any head model, whose encoder (`roberta`) is used. Texts are
     truncated to the largest bucket (`length_buckets`).
     """
-    texts = as_text_batch(texts, "texts")
-    lang_ids = _lang_ids(model, lang, len(texts))
-    rows = _encode(model, tokenizer, texts)
+    texts, lang_ids, rows = _prepare(model, tokenizer, texts, lang)
     pooled = _forward_rows(
         model, "embed", params, tokenizer, rows, lang_ids, batch_size=batch_size, progress=progress
     )
@@ -177,10 +172,9 @@ def classify(
     (threshold `scores` yourself) and the raw outputs for regression (`problem_type="regression"`
     or `num_labels=1`). Texts are truncated to the largest bucket (`length_buckets`).
     """
-    _check_head(model, XmodForSequenceClassification, "classify")
-    texts = as_text_batch(texts, "texts")
-    lang_ids = _lang_ids(model, lang, len(texts))
-    rows = _encode(model, tokenizer, texts)
+    texts, lang_ids, rows = _prepare(
+        model, tokenizer, texts, lang, XmodForSequenceClassification, "classify"
+    )
     logits = _forward_rows(
         model, "logits", params, tokenizer, rows, lang_ids, batch_size=batch_size, progress=progress
     )
@@ -217,10 +211,9 @@ def tag(
     tokens and padding are left out, and so are words past the truncation to the largest
     bucket (`length_buckets`).
     """
-    _check_head(model, XmodForTokenClassification, "tag")
-    texts = as_text_batch(texts, "texts")
-    lang_ids = _lang_ids(model, lang, len(texts))
-    rows = _encode(model, tokenizer, texts)
+    texts, lang_ids, rows = _prepare(
+        model, tokenizer, texts, lang, XmodForTokenClassification, "tag"
+    )
     logits = _forward_rows(
         model, "logits", params, tokenizer, rows, lang_ids, batch_size=batch_size, progress=progress
     )
@@ -259,15 +252,12 @@ def answer(
     truncated longest-first to the largest bucket (`length_buckets`); the answer text is decoded
     from the span's tokens.
     """
-    _check_head(model, XmodForQuestionAnswering, "answer")
     if not (isinstance(max_answer_tokens, int) and max_answer_tokens >= 1):
         raise ValueError(f"max_answer_tokens must be a positive int, got {max_answer_tokens!r}")
-    questions = as_text_batch(questions, "questions")
     contexts = as_text_batch(contexts, "contexts")
-    if len(questions) != len(contexts):
-        raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
-    lang_ids = _lang_ids(model, lang, len(questions))
-    rows = _encode(model, tokenizer, questions, contexts)
+    questions, lang_ids, rows = _prepare(
+        model, tokenizer, questions, lang, XmodForQuestionAnswering, "answer", contexts
+    )
     logits = _forward_rows(
         model, "qa", params, tokenizer, rows, lang_ids, batch_size=batch_size, progress=progress
     )
@@ -308,10 +298,14 @@ def _mean_pool(module, input_ids, lang_ids, attention_mask):
 
 
 def _mask_probabilities(module: XmodForMaskedLM, input_ids, lang_ids, attention_mask, positions):
-    """Vocabulary probabilities float32 [B, V] at one position per row (positions int [B])."""
-    hidden = _encoder_hidden(module, input_ids, lang_ids, attention_mask)  # [B, T, D]
-    hidden = jnp.take_along_axis(hidden, positions[:, None, None], axis=1)  # [B, 1, D]
-    logits = module.lm_head(hidden, module.roberta.word_embedding_table())  # [B, 1, V]
+    """Vocabulary probabilities float32 [B, V] at one position per row (positions int [B]); the
+    LM head projects that position only (`logits_positions`)."""
+    logits = module(
+        input_ids,
+        lang_ids=lang_ids,
+        attention_mask=attention_mask,
+        logits_positions=positions[:, None],
+    ).logits  # [B, 1, V]
     return jax.nn.softmax(logits[:, 0], axis=-1)  # float32: the head's logits are float32
 
 
@@ -422,6 +416,28 @@ def _encode(
 
 
 # ---------------------------------------------------------------------------------- inputs
+def _prepare(
+    model: XmodPreTrainedModule,
+    tokenizer: XmodTokenizer,
+    texts: Any,
+    lang: Any,
+    head: type | None = None,
+    task: str = "",
+    pairs: list[str] | None = None,
+) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
+    """The preamble every pipeline shares: check the head, make the texts a batch, resolve one
+    lang id per text and encode -> (texts, lang_ids int32 [N], rows int32 [T_i] each).
+
+    `pairs` (already a batch) are the second segments of `answer`, one per text."""
+    if head is not None and not isinstance(model, head):
+        raise ValueError(f"{task} needs an {head.__name__}, got {type(model).__name__}")
+    texts = as_text_batch(texts, "questions" if pairs is not None else "texts")
+    if pairs is not None and len(texts) != len(pairs):
+        raise ValueError(f"{len(texts)} questions but {len(pairs)} contexts")
+    lang_ids = _lang_ids(model, lang, len(texts))
+    return texts, lang_ids, _encode(model, tokenizer, texts, pairs)
+
+
 def _lang_ids(model: XmodPreTrainedModule, lang: Any, n: int) -> np.ndarray:
     """One code, one code per text or None (the default language) -> int32 lang ids [n]."""
     config = model.config
@@ -433,11 +449,6 @@ def _lang_ids(model: XmodPreTrainedModule, lang: Any, n: int) -> np.ndarray:
     if len(codes) != n:
         raise ValueError(f"lang has {len(codes)} codes for {n} texts; pass one, or one per text")
     return config.lang_ids(codes)
-
-
-def _check_head(model: Any, cls: type, name: str) -> None:
-    if not isinstance(model, cls):
-        raise ValueError(f"{name} needs an {cls.__name__}, got {type(model).__name__}")
 
 
 def _context_span(row: np.ndarray, eos: int) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Checkpoints: transformers folders and orbax params folders <-> (module, params).
 
-mapping.py       transformers state dict <-> params pytree (numpy only)
+mapping.py       transformers state dict <-> params pytree (numpy arrays)
 weights.py       safetensors and legacy torch `.bin` files
 orbax_params.py  orbax params folders (`config.json` + `params/`)
 loading.py       `from_pretrained` / `save_pretrained`: the loading policy

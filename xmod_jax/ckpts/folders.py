@@ -8,7 +8,6 @@ renamed into place (`checkpoint.atomic_folder`): a killed conversion leaves noth
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -17,19 +16,18 @@ import numpy as np
 
 from xmod_jax.atomic import atomic_folder
 from xmod_jax.ckpts.orbax_params import orbax_params_metadata, save_orbax_params
+from xmod_jax.config import XmodConfig
 from xmod_jax.errors import CheckpointError
 from xmod_jax.hub import resolve_folder
-from xmod_jax.nn.heads import ARCHITECTURES
+from xmod_jax.nn.heads import ARCHITECTURES, class_for
 from xmod_jax.nn.module import Params, XmodPreTrainedModule
 
 
 def model_class(folder: str, head: str | None = None) -> type[XmodPreTrainedModule]:
-    """`head` by name, else the first X-MOD class in config.json's `architectures`, else
+    """`head` by name, else the first X-MOD class in the folder config's `architectures`, else
     `XmodModel`."""
     if head is None:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
-            names = json.load(f).get("architectures") or []
-        head = next((n for n in names if n in ARCHITECTURES), "XmodModel")
+        return class_for(XmodConfig.from_pretrained(folder).architectures)
     if head not in ARCHITECTURES:
         raise ValueError(f"unknown head {head!r}; known: {', '.join(sorted(ARCHITECTURES))}")
     return ARCHITECTURES[head]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import os
 from typing import Any
@@ -40,6 +39,7 @@ from xmod_jax.config import XmodConfig
 from xmod_jax.errors import CheckpointError
 from xmod_jax.hub import SAFE_WEIGHTS_NAME, has_weight_files, resolve_folder
 from xmod_jax.nn.axes import logical_axes
+from xmod_jax.nn.heads import ARCHITECTURES, HEAD_PARAMS, class_for
 from xmod_jax.nn.layouts import stack_layers, unstack_layers
 from xmod_jax.nn.module import Params, XmodPreTrainedModule, _unboxed_init
 
@@ -47,7 +47,7 @@ logger = logging.getLogger("xmod_jax")
 
 ENCODER_PREFIX = "roberta."
 ENCODER_MODULES = ("embeddings.", "encoder.", "pooler.")
-HEAD_PREFIXES = ("lm_head.", "classifier.", "qa_outputs.")
+HEAD_PREFIXES = tuple(f"{name}." for name in HEAD_PARAMS)
 LEGACY_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 
 
@@ -57,7 +57,7 @@ def is_head_key(key: str) -> bool:
 
 
 def _is_head_path(path: Path) -> bool:
-    return path[0] not in ("roberta", "embeddings", "encoder") or "pooler" in path
+    return path[0] in HEAD_PARAMS or "pooler" in path
 
 
 def align_state_dict(
@@ -143,16 +143,12 @@ def _same_shapes(tree: Params, shapes: Params) -> bool:
 
 def orbax_as_hf_state(folder: str, config: XmodConfig, saved: Params) -> TensorStore:
     """Params saved for another head, renamed to transformers keys so the usual policy applies."""
-    from xmod_jax.nn.heads import ARCHITECTURES
-
-    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
-        names = [n for n in json.load(f).get("architectures") or [] if n in ARCHITECTURES]
-    if not names:
+    if not any(name in ARCHITECTURES for name in config.architectures or ()):
         raise CheckpointError(
             f"{folder}: the orbax params do not fit and config.json names no X-MOD architecture "
             "to convert them from"
         )
-    source = ARCHITECTURES[names[0]](config)
+    source = class_for(config.architectures)(config)
     specs = hf_tensor_specs(saved, logical_axes(source), config.languages)
     return TensorStore({key: produce for key, _, _, produce in specs})
 

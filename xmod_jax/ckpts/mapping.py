@@ -1,4 +1,4 @@
-"""transformers state dict <-> Flax params, with numpy only.
+"""transformers state dict <-> Flax params, on numpy arrays (torch is never imported).
 
 The whole mapping is three things:
   1. a rename table: Flax module paths equal transformers' module names except `layer_3` ->
@@ -23,12 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from xmod_jax.nn.layers import LANG_AXIS
+from xmod_jax.nn.layouts import LAYER
+
 Path = tuple[str, ...]
 AxisNames = tuple[str | None, ...]
 
-RENAMES: tuple[tuple[str, str], ...] = ((r"^layer_(\d+)$", r"layer.\1"),)
+RENAMES: tuple[tuple[str, str], ...] = ((LAYER.pattern, r"layer.\1"),)
 LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}
-LANG_AXIS = "lang"
 ADAPTER_MODULE = "adapter_modules"
 
 

@@ -25,11 +25,11 @@ import jax
 import jax.numpy as jnp
 
 from xmod_jax.activations import ACTIVATIONS
-from xmod_jax.config import XmodConfig
-from xmod_jax.nn.layers import Dtype, XmodModule, constant_init, normal_init, take_rows
+from xmod_jax.nn.layers import LANG_AXIS, XmodModule, constant_init, normal_init, take_rows
+from xmod_jax.nn.options import ROUTINGS
 
-KERNEL_AXES = {"dense1": ("lang", "embed", "adapter"), "dense2": ("lang", "adapter", "embed")}
-BIAS_AXES = {"dense1": ("lang", "adapter"), "dense2": ("lang", "embed")}
+KERNEL_AXES = {"dense1": (LANG_AXIS, "embed", "adapter"), "dense2": (LANG_AXIS, "adapter", "embed")}
+BIAS_AXES = {"dense1": (LANG_AXIS, "adapter"), "dense2": (LANG_AXIS, "embed")}
 
 
 def select_language(stacked: jax.Array, names: tuple[str | None, ...], lang_ids: jax.Array):
@@ -38,7 +38,7 @@ def select_language(stacked: jax.Array, names: tuple[str | None, ...], lang_ids:
     The language axis is found by its logical name. An id outside [0, L) gives NaN weights
     (never another language's adapter): see `layers.take_rows`.
     """
-    axis = names.index("lang")
+    axis = names.index(LANG_AXIS)
     return jnp.moveaxis(take_rows(stacked, lang_ids, axis=axis), axis, 0)
 
 
@@ -70,8 +70,8 @@ def route_auto(x, kernel, bias, lang_ids, names):
 def route_ragged(x, kernel, bias, lang_ids, names):
     """Sort rows by language and run one grouped matmul (`jax.lax.ragged_dot`)."""
     batch, length, _ = x.shape
-    num_languages = kernel.shape[names[0].index("lang")]
-    k = jnp.moveaxis(kernel, names[0].index("lang"), 0).astype(x.dtype)  # [L, I, O]
+    num_languages = kernel.shape[names[0].index(LANG_AXIS)]
+    k = jnp.moveaxis(kernel, names[0].index(LANG_AXIS), 0).astype(x.dtype)  # [L, I, O]
     valid = (lang_ids >= 0) & (lang_ids < num_languages)
     safe = jnp.where(valid, lang_ids, 0)
     order = jnp.argsort(safe, stable=True)  # examples grouped by language
@@ -89,16 +89,13 @@ ROUTES = {
     "auto": route_auto,
     "ragged": route_ragged,
 }
+assert tuple(ROUTES) == ROUTINGS, "every routing named in nn/options.py has a route here"
 
 
-class LanguageDense(nn.Module):
+class LanguageDense(XmodModule, kw_only=True):
     """A Linear per language: kernel [L, in, out], bias [L, out]; example b uses row lang_ids[b]."""
 
-    config: XmodConfig
     features: int
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    routing: str = "gather"
 
     @nn.compact
     def __call__(self, x: jax.Array, lang_ids: jax.Array) -> jax.Array:
@@ -109,7 +106,7 @@ class LanguageDense(nn.Module):
         bias = self.param(
             "bias", constant_init(0.0, bias_axes), (shape[0], shape[2]), self.param_dtype
         )
-        route = ROUTES[self.routing]
+        route = ROUTES[self.options.routing]
         return route(x.astype(self.dtype), kernel, bias, lang_ids, (kernel_axes, bias_axes))
 
 
@@ -118,7 +115,7 @@ class XmodAdapters(XmodModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, lang_ids: jax.Array) -> jax.Array:
-        cfg, kw = self.config, {**self.dtypes, "routing": self.routing}
-        h = LanguageDense(cfg, cfg.adapter_size, name="dense1", **kw)(x, lang_ids)  # [B, T, R]
-        h = ACTIVATIONS[cfg.hidden_act](h)  # no dropout inside the adapter (transformers)
-        return LanguageDense(cfg, cfg.hidden_size, name="dense2", **kw)(h, lang_ids)  # [B, T, D]
+        cfg, kw = self.config, self.inherited
+        h = LanguageDense(cfg, features=cfg.adapter_size, name="dense1", **kw)(x, lang_ids)
+        h = ACTIVATIONS[cfg.hidden_act](h)  # [B, T, R]; no dropout inside the adapter
+        return LanguageDense(cfg, features=cfg.hidden_size, name="dense2", **kw)(h, lang_ids)

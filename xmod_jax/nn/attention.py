@@ -77,7 +77,7 @@ class XmodSelfAttention(XmodModule):
         keys, values = kv
         q = self.query(x)  # [B, T, N, H]
         dropout_active = not deterministic and self.config.attention_probs_dropout_prob > 0
-        if self.attention_impl == "fused" and not (output_attentions or dropout_active):
+        if self.options.attention_impl == "fused" and not (output_attentions or dropout_active):
             context = jax.nn.dot_product_attention(
                 q,
                 keys.transpose(0, 2, 1, 3),  # [B, S, N, H]
@@ -138,8 +138,8 @@ class XmodAttention(XmodModule):
         index: jax.Array | int = 0,
         output_attentions: bool = False,
     ) -> tuple[jax.Array, jax.Array | None, KeyValue]:
-        output = XmodSelfOutput(self.config, name="output", **self.settings)
-        attend = XmodSelfAttention(self.config, name="self", **self.settings)
+        output = XmodSelfOutput(self.config, name="output", **self.inherited)
+        attend = XmodSelfAttention(self.config, name="self", **self.inherited)
         pre_norm = self.config.pre_norm
         h = output.norm(x) if pre_norm else x
         if self.is_cross and kv is not None:

@@ -19,7 +19,13 @@ import jax.numpy as jnp
 from xmod_jax.activations import ACTIVATIONS
 from xmod_jax.nn.adapters import XmodAdapters
 from xmod_jax.nn.attention import XmodAttention, attention_mask
-from xmod_jax.nn.cache import XmodCache, XmodLayerCache, write_at
+from xmod_jax.nn.cache import (
+    XmodCache,
+    XmodLayerCache,
+    stack_caches,
+    unstack_caches,
+    write_at,
+)
 from xmod_jax.nn.inputs import ModelInputs
 from xmod_jax.nn.layers import (
     Embed,
@@ -112,7 +118,7 @@ class XmodOutput(XmodModule):
         self.LayerNorm = layer_norm(cfg, name="LayerNorm", **kw)
         if cfg.adapter_layer_norm:
             self.adapter_layer_norm = layer_norm(cfg, name="adapter_layer_norm", **kw)
-        self.adapter_modules = XmodAdapters(cfg, **self.settings)
+        self.adapter_modules = XmodAdapters(cfg, **self.inherited)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
     def norm(self, x: jax.Array) -> jax.Array:
@@ -189,7 +195,7 @@ class XmodLayer(XmodModule):
         lang_ids: jax.Array,
         ctx: LayerContext,
     ) -> tuple[jax.Array, LayerOutput]:
-        kw, deterministic = self.settings, self.deterministic
+        kw, deterministic = self.inherited, self.deterministic
         self_kv = None if cache is None else (cache.key, cache.value)
         a, probs, (key, value) = XmodAttention(self.config, name="attention", **kw)(
             x,
@@ -246,17 +252,19 @@ class XmodEncoder(XmodModule):
         lang_ids: jax.Array,
         ctx: LayerContext,
         deterministic: bool,
-        caches: tuple[XmodLayerCache, ...] | None = None,
+        caches: tuple[XmodLayerCache, ...] | XmodLayerCache | None = None,
     ) -> tuple[jax.Array, LayerOutput]:
         cfg = self.config
         layer = XmodLayer
-        if self.remat != "none":
-            layer = nn.remat(XmodLayer, policy=REMAT[self.remat], prevent_cse=not self.scan_layers)
-        kw = {**self.settings, "deterministic": deterministic}
-        if self.scan_layers:
-            # The cache keeps one entry per layer (the layout of init_cache); scanning needs them
-            # stacked, which copies the cache once per call.
-            stacked = None if caches is None else jax.tree.map(lambda *c: jnp.stack(c), *caches)
+        remat, scan_layers = self.options.remat, self.options.scan_layers
+        if remat != "none":
+            layer = nn.remat(XmodLayer, policy=REMAT[remat], prevent_cse=not scan_layers)
+        kw = {**self.inherited, "deterministic": deterministic}
+        stacked_in = isinstance(caches, XmodLayerCache)
+        if scan_layers:
+            # Scanning reads and writes stacked caches; a per-layer cache is stacked (a copy per
+            # call), so models with scan_layers want init_cache(..., scan_layers=True).
+            stacked = caches if caches is None or stacked_in else stack_caches(caches)
             scan = nn.scan(
                 layer,
                 variable_axes={"params": 0},
@@ -266,16 +274,22 @@ class XmodEncoder(XmodModule):
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )
             x, stacked_extras = scan(cfg, name="layer", **kw)(x, stacked, lang_ids, ctx)
+            new_caches = stacked_extras.cache
             extras = [
-                jax.tree.map(lambda a, i=i: a[i], stacked_extras)
+                jax.tree.map(lambda a, i=i: a[i], stacked_extras.replace(cache=None))
                 for i in range(cfg.num_hidden_layers)
             ]
         else:
+            per_layer = unstack_caches(caches) if stacked_in else caches
             extras = []
             for i in range(cfg.num_hidden_layers):
-                cache = None if caches is None else caches[i]
+                cache = None if per_layer is None else per_layer[i]
                 x, out = layer(cfg, name=f"layer_{i}", **kw)(x, cache, lang_ids, ctx)
                 extras.append(out)
+            new_caches = None if caches is None else tuple(e.cache for e in extras)
+        if new_caches is not None and stacked_in != isinstance(new_caches, XmodLayerCache):
+            # the layout out is the layout in (a jitted decode loop keeps one pytree structure)
+            new_caches = stack_caches(new_caches) if stacked_in else unstack_caches(new_caches)
         if cfg.pre_norm:
             x = layer_norm(cfg, name="LayerNorm", **self.dtypes)(x)
         per_layer = LayerOutput(
@@ -283,8 +297,9 @@ class XmodEncoder(XmodModule):
                 field: None
                 if getattr(extras[0], field) is None
                 else tuple(getattr(e, field) for e in extras)
-                for field in ("hidden", "attentions", "cross_attentions", "cache")
-            }
+                for field in ("hidden", "attentions", "cross_attentions")
+            },
+            cache=new_caches,
         )
         if ctx.output_hidden_states:
             per_layer = per_layer.replace(hidden=(*per_layer.hidden, x))
@@ -322,7 +337,7 @@ class XmodModel(XmodPreTrainedModule):
     hf_architecture: ClassVar[str] = "XmodModel"
 
     def setup(self) -> None:
-        kw = self.settings
+        kw = self.inherited
         self.embeddings = XmodEmbeddings(self.config, **kw)
         self.encoder = XmodEncoder(self.config, **kw)
         if self.add_pooling_layer:

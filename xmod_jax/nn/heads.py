@@ -23,7 +23,14 @@ from xmod_jax.config import XmodConfig
 from xmod_jax.nn import losses
 from xmod_jax.nn.encoder import XmodModel
 from xmod_jax.nn.inputs import ModelInputs
-from xmod_jax.nn.layers import Dtype, XmodModule, constant_init, dense, layer_norm
+from xmod_jax.nn.layers import (
+    Dtype,
+    XmodModule,
+    constant_init,
+    dense,
+    layer_norm,
+    take_positions,
+)
 from xmod_jax.nn.module import Batch, XmodPreTrainedModule
 from xmod_jax.nn.outputs import XmodLogitsOutput, XmodModelOutput, XmodQuestionAnsweringOutput
 
@@ -101,7 +108,9 @@ class XmodHeadModel(XmodPreTrainedModule):
     uses_pooler: ClassVar[bool] = False
 
     def setup(self) -> None:
-        self.roberta = XmodModel(self.config, add_pooling_layer=self.uses_pooler, **self.settings)
+        self.roberta = XmodModel(
+            self.config, add_pooling_layer=self.uses_pooler, **self.runtime_fields
+        )
         self.setup_head()
 
     def setup_head(self) -> None:
@@ -145,13 +154,17 @@ class XmodLanguageModel(XmodHeadModel):
     """The LM head on the encoder output: float32 logits [B, T, V]."""
 
     head_params: ClassVar[tuple[str, ...]] = ("lm_head",)
+    takes_logits_positions: ClassVar[bool] = True
 
     def setup_head(self) -> None:
-        self.lm_head = XmodLMHead(self.config, **self.settings)
+        self.lm_head = XmodLMHead(self.config, **self.inherited)
 
     def head(self, encoded, inputs, deterministic):
+        hidden = encoded.last_hidden_state  # [B, T, D]
+        if inputs.logits_positions is not None:  # the vocabulary projection at K positions only
+            hidden = take_positions(hidden, inputs.logits_positions)  # [B, K, D]
         table = self.roberta.word_embedding_table()
-        return _logits_output(self.lm_head(encoded.last_hidden_state, table), encoded)
+        return _logits_output(self.lm_head(hidden, table), encoded)
 
 
 class XmodForMaskedLM(XmodLanguageModel):
@@ -200,7 +213,7 @@ class XmodForSequenceClassification(XmodHeadModel):
         )
 
     def setup_head(self) -> None:
-        self.classifier = XmodClassificationHead(self.config, **self.settings)
+        self.classifier = XmodClassificationHead(self.config, **self.inherited)
 
     def head(self, encoded, inputs, deterministic):
         return _logits_output(self.classifier(encoded.last_hidden_state, deterministic), encoded)

@@ -27,7 +27,8 @@ class ModelInputs:
 
     input_ids int32 [B, T] or inputs_embeds [B, T, D]; lang_ids int32 [B];
     attention_mask / token_type_ids / position_ids [B, T] or None; num_choices C or None;
-    decoders: encoder_hidden_states [B, S_enc, D], encoder_attention_mask [B, S_enc], cache.
+    decoders: encoder_hidden_states [B, S_enc, D], encoder_attention_mask [B, S_enc], cache;
+    LM heads: logits_positions int32 [B, K] or None.
     """
 
     input_ids: jax.Array | None
@@ -40,6 +41,7 @@ class ModelInputs:
     encoder_hidden_states: jax.Array | None = None
     encoder_attention_mask: jax.Array | None = None
     past_key_values: XmodCache | None = None
+    logits_positions: jax.Array | None = None
 
 
 def is_concrete(x: Any) -> bool:
@@ -73,12 +75,18 @@ def _check_range(x: Any, name: str, low: int, high: int, what: str) -> None:
         )
 
 
-def resolve_lang_ids(config: XmodConfig, lang_ids: Any, batch: int) -> Any:
-    """int, [] / [1] (broadcast) or [B] integer lang ids -> int32 [B]; None -> default language."""
+def resolve_lang_ids(config: XmodConfig, lang_ids: Any, batch: int, repeats: int = 1) -> Any:
+    """int, [] / [1] (broadcast) or [B] integer lang ids -> int32 [B * repeats] (each id repeated
+    `repeats` times, for the choices of an example); None -> the default language.
+
+    Concrete ids are read to the host once, checked and shaped there, and reach the device as one
+    int32 array; traced ids get the shape checks and the same shaping with jnp.
+    """
     if lang_ids is None:
         lang_ids = config.default_lang_id(how="lang_ids=config.lang_ids([...])")
-    if not isinstance(lang_ids, jax.Array):
-        lang_ids = np.asarray(lang_ids)
+    xp = jnp if not is_concrete(lang_ids) else np
+    if xp is np:
+        lang_ids = np.asarray(lang_ids)  # one device -> host read for a jax array
         if lang_ids.dtype.kind in "USO":
             codes = [str(c) for c in lang_ids.ravel()]
             raise TypeError(f"lang_ids must be integers; map codes with config.lang_ids({codes!r})")
@@ -93,7 +101,8 @@ def resolve_lang_ids(config: XmodConfig, lang_ids: Any, batch: int) -> Any:
     _check_range(
         lang_ids, "lang_ids", 0, config.num_languages, f"languages {', '.join(config.languages)}"
     )
-    return jnp.broadcast_to(jnp.asarray(lang_ids, jnp.int32).reshape(-1), (batch,))
+    lang_ids = xp.broadcast_to(lang_ids.astype(xp.int32).reshape(-1), (batch,))
+    return jnp.asarray(xp.repeat(lang_ids, repeats) if repeats > 1 else lang_ids)
 
 
 def prepare_inputs(
@@ -109,7 +118,9 @@ def prepare_inputs(
     encoder_attention_mask: Any = None,
     past_key_values: XmodCache | None = None,
     use_cache: bool | None = None,
+    logits_positions: Any = None,
     has_choices: bool = False,
+    takes_logits_positions: bool = False,
 ) -> ModelInputs:
     """Validate the public call arguments and return flat `ModelInputs`.
 
@@ -149,9 +160,13 @@ def prepare_inputs(
     token_type_ids = token_shaped(token_type_ids, "token_type_ids", "int")
     position_ids = token_shaped(position_ids, "position_ids", "int")
     length = shape[-1]
-    cache = _check_cache(config, past_key_values, use_cache, shape, has_choices)
+    # The cache's fill level, read to the host once per call (None under jit).
+    start = None
+    if isinstance(past_key_values, XmodCache) and is_concrete(past_key_values.index):
+        start = int(past_key_values.index)
+    cache = _check_cache(config, past_key_values, use_cache, shape, has_choices, start)
     if position_ids is None:
-        start = 0 if cache is None or not is_concrete(cache.index) else int(cache.index)
+        start = start or 0
         if start + length > config.max_sequence_length:
             raise ValueError(
                 f"sequence length {start + length} exceeds this model's "
@@ -161,7 +176,9 @@ def prepare_inputs(
     encoder_hidden_states, encoder_attention_mask = _check_encoder_states(
         config, encoder_hidden_states, encoder_attention_mask, shape[0], cache
     )
-    lang_ids = resolve_lang_ids(config, lang_ids, shape[0])
+    num_choices = shape[1] if has_choices else None
+    lang_ids = resolve_lang_ids(config, lang_ids, shape[0], repeats=num_choices or 1)
+    logits_positions = _check_logits_positions(logits_positions, shape, takes_logits_positions)
     _check_range(input_ids, "input_ids", 0, config.vocab_size, "the vocabulary")
     _check_range(token_type_ids, "token_type_ids", 0, config.type_vocab_size, "type_vocab_size")
     _check_range(
@@ -175,8 +192,6 @@ def prepare_inputs(
                 config.pad_token_id,
             )
 
-    num_choices = shape[1] if has_choices else None
-
     def flat(x: Any, dtype: Any) -> jax.Array | None:
         if x is None:
             return None
@@ -186,7 +201,7 @@ def prepare_inputs(
     return ModelInputs(
         input_ids=flat(input_ids, jnp.int32),
         inputs_embeds=flat(inputs_embeds, None),
-        lang_ids=jnp.repeat(lang_ids, num_choices) if has_choices else lang_ids,
+        lang_ids=lang_ids,
         attention_mask=flat(attention_mask, None),
         token_type_ids=flat(token_type_ids, jnp.int32),
         position_ids=flat(position_ids, jnp.int32),
@@ -194,7 +209,23 @@ def prepare_inputs(
         encoder_hidden_states=encoder_hidden_states,
         encoder_attention_mask=encoder_attention_mask,
         past_key_values=cache,
+        logits_positions=logits_positions,
     )
+
+
+def _check_logits_positions(positions: Any, shape: tuple[int, ...], allowed: bool) -> Any:
+    """LM heads' `logits_positions`: int [B, K] indices into this call's T tokens."""
+    if positions is None:
+        return None
+    if not allowed:
+        raise ValueError("logits_positions is an argument of the LM heads only")
+    positions = _array(positions, "logits_positions", "int")
+    if positions.ndim != 2 or positions.shape[0] != shape[0] or positions.shape[1] < 1:
+        raise ValueError(
+            f"logits_positions must be [B={shape[0]}, K] with K >= 1, got {list(positions.shape)}"
+        )
+    _check_range(positions, "logits_positions", 0, shape[-1], "positions of this call's tokens")
+    return jnp.asarray(positions, jnp.int32)
 
 
 def _check_cache(
@@ -203,8 +234,10 @@ def _check_cache(
     use_cache: bool | None,
     shape: tuple[int, ...],
     has_choices: bool,
+    index: int | None,
 ) -> XmodCache | None:
-    """`past_key_values` must be an `init_cache` cache that fits this batch."""
+    """`past_key_values` must be an `init_cache` cache that fits this batch; `index` is its fill
+    level when concrete."""
     if use_cache and cache is None:
         raise ValueError(
             "use_cache=True needs a preallocated cache: pass "
@@ -218,14 +251,14 @@ def _check_cache(
         raise TypeError(f"past_key_values must be an XmodCache from init_cache, got {type(cache)}")
     if not config.is_decoder or has_choices:
         raise ValueError("past_key_values needs a decoder (config.is_decoder=True)")
-    if len(cache.layers) != config.num_hidden_layers or cache.batch_size != shape[0]:
+    if cache.num_layers != config.num_hidden_layers or cache.batch_size != shape[0]:
         raise ValueError(
-            f"past_key_values holds {len(cache.layers)} layers for batch {cache.batch_size}; "
+            f"past_key_values holds {cache.num_layers} layers for batch {cache.batch_size}; "
             f"this call needs {config.num_hidden_layers} layers for batch {shape[0]}"
         )
-    if is_concrete(cache.index) and int(cache.index) + shape[-1] > cache.max_length:
+    if index is not None and index + shape[-1] > cache.max_length:
         raise ValueError(
-            f"the cache is full: {int(cache.index)} of {cache.max_length} positions used, "
+            f"the cache is full: {index} of {cache.max_length} positions used, "
             f"{shape[-1]} more requested; make it longer with init_cache(..., max_length)"
         )
     return cache

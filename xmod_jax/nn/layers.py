@@ -18,43 +18,18 @@ import jax
 import jax.numpy as jnp
 
 from xmod_jax.config import XmodConfig
+from xmod_jax.nn.options import RuntimeOptions
 
 Dtype = Any
 AxisNames = tuple[str | None, ...]
+# The logical axis names every parameter carries (`None` = never sharded); `lang` is the
+# language axis of the stacked adapters, found by this name and never by position.
+AXIS_NAMES = ("vocab", "embed", "heads", "kv", "mlp", "adapter", "lang", "layers", "labels")
+LANG_AXIS = "lang"
 
 
-ROUTINGS = ("gather", "single", "auto", "ragged")
-ATTENTION_IMPLS = ("fused", "explicit")
-REMAT_POLICIES = ("none", "full", "dots")
-
-
-class XmodModule(nn.Module):
-    """Base of the X-MOD modules: the config plus the runtime knobs, passed down unchanged.
-
-    dtype: computation dtype; param_dtype: storage dtype; routing: how adapter rows reach each
-    example (see `nn/adapters.py`); attention_impl: "fused" (`jax.nn.dot_product_attention`, the
-    explicit path when probabilities or attention dropout are needed) or "explicit";
-    scan_layers: one `nn.scan` over stacked layer parameters instead of an unrolled loop;
-    remat: rematerialisation of each layer in the backward pass ("none", "full", "dots").
-    """
-
-    config: XmodConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    routing: str = "gather"
-    attention_impl: str = "fused"
-    scan_layers: bool = False
-    remat: str = "none"
-
-    def __post_init__(self) -> None:
-        for name, value, choices in (
-            ("routing", self.routing, ROUTINGS),
-            ("attention_impl", self.attention_impl, ATTENTION_IMPLS),
-            ("remat", self.remat, REMAT_POLICIES),
-        ):
-            if value not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-        super().__post_init__()
+class ChildFields:
+    """What an X-MOD module hands its children: dtypes and the runtime options."""
 
     @property
     def dtypes(self) -> dict[str, Dtype]:
@@ -62,16 +37,20 @@ class XmodModule(nn.Module):
         return {"dtype": self.dtype, "param_dtype": self.param_dtype}
 
     @property
-    def settings(self) -> dict[str, Any]:
-        """Every runtime knob, for child `XmodModule`s."""
-        return {
-            "dtype": self.dtype,
-            "param_dtype": self.param_dtype,
-            "routing": self.routing,
-            "attention_impl": self.attention_impl,
-            "scan_layers": self.scan_layers,
-            "remat": self.remat,
-        }
+    def inherited(self) -> dict[str, Any]:
+        """The fields every child `XmodModule` takes over unchanged."""
+        return {**self.dtypes, "options": self.options}
+
+
+class XmodModule(ChildFields, nn.Module):
+    """Base of the building blocks inside the public modules: the config, `dtype` (computation),
+    `param_dtype` (storage) and the `RuntimeOptions`, passed down unchanged (already validated by
+    the public module that built them)."""
+
+    config: XmodConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    options: RuntimeOptions = RuntimeOptions()
 
 
 def normal_init(config: XmodConfig, names: AxisNames) -> nn.initializers.Initializer:
@@ -128,6 +107,15 @@ def take_rows(table: jax.Array, ids: jax.Array, axis: int = 0) -> jax.Array:
     """
     ids = jnp.where(ids < 0, table.shape[axis], ids)
     return jnp.take(table, ids, axis=axis, mode="fill", fill_value=jnp.nan)
+
+
+def take_positions(x: jax.Array, positions: jax.Array) -> jax.Array:
+    """Each row's vectors at its own positions: x [B, T, D], positions int [B, K] -> [B, K, D].
+
+    Out-of-range positions give NaN vectors, as in `take_rows`.
+    """
+    positions = jnp.where(positions < 0, x.shape[1], positions)
+    return jnp.take_along_axis(x, positions[..., None], axis=1, mode="fill", fill_value=jnp.nan)
 
 
 class Embed(nn.Module):

@@ -1,10 +1,13 @@
 """The shared base of every public module: fields, the one call signature, init and checkpoints.
 
-`from_pretrained` / `save_pretrained` are thin wrappers over `xmod_jax.ckpts.loading`.
+`from_pretrained` / `save_pretrained` are thin wrappers over `xmod_jax.ckpts.loading`: the one
+place where `nn` reaches up into `ckpts` (imported inside the two methods, at call time), so that
+loading reads as a method of the model, as in transformers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Any, ClassVar
@@ -13,16 +16,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from xmod_jax.config import XmodConfig
 from xmod_jax.nn.cache import XmodCache
 from xmod_jax.nn.inputs import ModelInputs, prepare_inputs
-from xmod_jax.nn.layers import Dtype, XmodModule
+from xmod_jax.nn.layers import ChildFields, Dtype
+from xmod_jax.nn.options import RuntimeOptions
 
 Params = dict[str, Any]
 Batch = dict[str, Any]  # call arguments plus targets (`labels`, `start_positions`, ...)
 
 
-class XmodPreTrainedModule(XmodModule):
-    """Fields: `config` (XmodConfig), `dtype` (computation), `param_dtype` (storage).
+class XmodPreTrainedModule(ChildFields, nn.Module):
+    """Fields: `config` (XmodConfig), `dtype` (computation), `param_dtype` (storage) and the
+    runtime options `routing`, `attention_impl`, `scan_layers`, `remat` (see `nn/options.py`).
 
     Call: `model.apply({"params": params}, input_ids=None, lang_ids=None, attention_mask=None,
     token_type_ids=None, position_ids=None, inputs_embeds=None, output_hidden_states=False,
@@ -30,7 +36,9 @@ class XmodPreTrainedModule(XmodModule):
     input_ids int [B, T] (`XmodForMultipleChoice`: [B, C, T]); lang_ids an int or int array of
     shape [], [1] or [B] (None: `config.default_language`). Decoders (`config.is_decoder`) also
     take `encoder_hidden_states` [B, S_enc, D] and `encoder_attention_mask` [B, S_enc]
-    (cross-attention), `past_key_values` (an `init_cache` cache) and `use_cache`.
+    (cross-attention), `past_key_values` (an `init_cache` cache) and `use_cache`. LM heads
+    (`XmodForMaskedLM`, `XmodForCausalLM`) also take `logits_positions` int [B, K]: the
+    vocabulary logits are then computed at those positions only, [B, K, V] instead of [B, T, V].
     """
 
     # What each public class says about itself (read by loading, training and the CLI):
@@ -38,7 +46,30 @@ class XmodPreTrainedModule(XmodModule):
     head_params: ClassVar[tuple[str, ...]] = ()  # top-level parameter names of the head
     uses_labels: ClassVar[bool] = False  # outputs are named by config.id2label
     has_choices: ClassVar[bool] = False  # inputs carry a choice axis C
+    takes_logits_positions: ClassVar[bool] = False  # logits at chosen positions (LM heads)
     config_defaults: ClassVar[dict[str, Any]] = {}  # config values from_pretrained sets
+
+    config: XmodConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    routing: str = "gather"
+    attention_impl: str = "fused"
+    scan_layers: bool = False
+    remat: str = "none"
+
+    def __post_init__(self) -> None:
+        self.options  # noqa: B018 -- validates the runtime options once, when the module is built
+        super().__post_init__()
+
+    @property
+    def options(self) -> RuntimeOptions:
+        """The runtime option fields as one value, for the blocks inside."""
+        return RuntimeOptions(self.routing, self.attention_impl, self.scan_layers, self.remat)
+
+    @property
+    def runtime_fields(self) -> dict[str, Any]:
+        """dtypes and runtime options as public-module fields, for a public module inside."""
+        return {**self.dtypes, **dataclasses.asdict(self.options)}
 
     def __call__(
         self,
@@ -55,6 +86,7 @@ class XmodPreTrainedModule(XmodModule):
         encoder_attention_mask: Any = None,
         past_key_values: XmodCache | None = None,
         use_cache: bool | None = None,
+        logits_positions: Any = None,
     ) -> Any:
         inputs = prepare_inputs(
             self.config,
@@ -68,7 +100,9 @@ class XmodPreTrainedModule(XmodModule):
             encoder_attention_mask=encoder_attention_mask,
             past_key_values=past_key_values,
             use_cache=use_cache,
+            logits_positions=logits_positions,
             has_choices=self.has_choices,
+            takes_logits_positions=self.takes_logits_positions,
         )
         return self.forward(
             inputs,

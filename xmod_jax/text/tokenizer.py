@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
+from xmod_jax.atomic import atomic_write_bytes
 from xmod_jax.errors import CheckpointError
 from xmod_jax.hub import REPO_ID, resolve_folder
 from xmod_jax.text.normalizer import PrecompiledNormalizer
@@ -161,19 +162,18 @@ class XmodTokenizer:
         )
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Writes sentencepiece.bpe.model and tokenizer_config.json, loadable by transformers."""
+        """Writes sentencepiece.bpe.model and tokenizer_config.json, loadable by transformers;
+        each file atomically (a temporary sibling renamed into place), like the weights."""
         os.makedirs(folder, exist_ok=True)
         model = self._model_bytes if self._model_bytes is not None else self._spm_file_proto()
-        with open(os.path.join(folder, SPM_FILE), "wb") as f:
-            f.write(model)
+        atomic_write_bytes(os.path.join(folder, SPM_FILE), model)
         config = {
             "tokenizer_class": "XLMRobertaTokenizer",
             "model_max_length": self.model_max_length,
             "mask_token": MASK_TOKEN,
         }
-        with open(os.path.join(folder, TOKENIZER_CONFIG_FILE), "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2)
-            f.write("\n")
+        text = json.dumps(config, indent=2) + "\n"
+        atomic_write_bytes(os.path.join(folder, TOKENIZER_CONFIG_FILE), text.encode())
 
     def _spm_file_proto(self) -> bytes:
         """An XLM-R style sentencepiece model: `<unk> <s> </s>`, then fairseq ids 4.. less one."""

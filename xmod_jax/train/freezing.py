@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from xmod_jax.config import XmodConfig
 from xmod_jax.nn.axes import params_axes
+from xmod_jax.nn.layers import LANG_AXIS
 
 TRAINABLE, FROZEN = "trainable", "frozen"
 Rules = Sequence[tuple[str, str]]
@@ -102,9 +103,9 @@ def row_masks(
     axes = params_axes(params, config)
 
     def mask(leaf: Any, names: tuple[str | None, ...]) -> jax.Array | None:
-        if "lang" not in names:
+        if LANG_AXIS not in names:
             return None
-        axis = names.index("lang")
+        axis = names.index(LANG_AXIS)
         shape = [1] * len(names)
         shape[axis] = leaf.shape[axis]
         return (jnp.arange(leaf.shape[axis]) == row).astype(leaf.dtype).reshape(shape)

@@ -17,13 +17,16 @@ import jax.numpy as jnp
 
 from xmod_jax.config import XmodConfig
 from xmod_jax.nn.axes import params_axes
+from xmod_jax.nn.layers import LANG_AXIS
 
 
 def _map_language_leaves(params: Any, config: XmodConfig, fn) -> Any:
     """Apply `fn(leaf, lang_axis, path)` to every leaf with a `lang` axis."""
     axes = params_axes(params, config)
     return jax.tree_util.tree_map_with_path(
-        lambda path, leaf, names: fn(leaf, names.index("lang"), path) if "lang" in names else leaf,
+        lambda path, leaf, names: (
+            fn(leaf, names.index(LANG_AXIS), path) if LANG_AXIS in names else leaf
+        ),
         params,
         axes,
         is_leaf=lambda x: isinstance(x, tuple),

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from xmod_jax.nn.losses import loss_for
+from xmod_jax.nn.losses import IGNORE_INDEX, loss_for
 from xmod_jax.train.freezing import TRAINABLE
 
 TARGET_KEYS = ("labels", "start_positions", "end_positions")
@@ -118,7 +118,7 @@ def make_eval_step(
         logits = getattr(outputs, "logits", None)
         if logits is not None and "labels" in batch and logits.shape[-1] > 1:
             predictions = jnp.argmax(logits, axis=-1)
-            keep = batch["labels"] != -100
+            keep = batch["labels"] != IGNORE_INDEX
             metrics["predictions"] = predictions
             metrics["accuracy"] = jnp.sum((predictions == batch["labels"]) & keep) / jnp.sum(keep)
         return metrics
