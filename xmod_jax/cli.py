@@ -27,12 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from xmod_jax import pipelines
-from xmod_jax.ckpts.folders import flax_to_hf, hf_to_flax, model_class
+from xmod_jax.ckpts.folders import flax_to_hf, hf_to_flax
 from xmod_jax.ckpts.mapping import iter_leaves
 from xmod_jax.config import XmodConfig
 from xmod_jax.hub import resolve_folder
 from xmod_jax.nn.encoder import XmodModel
-from xmod_jax.nn.heads import HEAD_PARAMS, XmodForMaskedLM
+from xmod_jax.nn.heads import HEAD_PARAMS, XmodForMaskedLM, class_for
 from xmod_jax.nn.module import Params, XmodPreTrainedModule
 from xmod_jax.text.tokenizer import XmodTokenizer
 
@@ -185,7 +185,7 @@ def run_embed(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     folder = resolve_folder(args.model)
     config = XmodConfig.from_pretrained(folder)
-    cls = model_class(folder)
+    cls = class_for(config.architectures)
     config = dataclasses.replace(config, **cls.config_defaults)
     shapes = cls(config).param_shapes()  # eval_shape: nothing is allocated
     groups = parameter_groups(shapes)
@@ -238,7 +238,7 @@ def _load(args: argparse.Namespace, command: str, cls: type[XmodPreTrainedModule
     """
     folder = resolve_folder(args.model)
     config = XmodConfig.from_pretrained(folder)
-    found = model_class(folder)
+    found = class_for(config.architectures)
     if cls is not XmodModel and found is not cls:
         raise ValueError(
             f"{command} needs an {cls.__name__} checkpoint; {args.model} holds {found.__name__} "

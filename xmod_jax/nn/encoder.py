@@ -280,10 +280,10 @@ class XmodEncoder(XmodModule):
                 for i in range(cfg.num_hidden_layers)
             ]
         else:
-            per_layer = unstack_caches(caches) if stacked_in else caches
+            layer_caches = unstack_caches(caches) if stacked_in else caches
             extras = []
             for i in range(cfg.num_hidden_layers):
-                cache = None if per_layer is None else per_layer[i]
+                cache = None if layer_caches is None else layer_caches[i]
                 x, out = layer(cfg, name=f"layer_{i}", **kw)(x, cache, lang_ids, ctx)
                 extras.append(out)
             new_caches = None if caches is None else tuple(e.cache for e in extras)
