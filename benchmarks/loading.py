@@ -4,7 +4,7 @@
 
 Uses a full-size random xmod-base (250002 x 768 vocabulary, 12 layers, 81 languages; 3.41 GB of
 safetensors), writing it first if the folder does not exist. Each measurement runs in its own
-process so peak RSS is its own: `XmodModel.from_pretrained` (ours, numpy reader),
+process so peak RSS is its own: `XmodModel.from_pretrained` (ours, safetensors package into numpy),
 `transformers.XmodModel.from_pretrained`, and `convert/hf_to_flax.py`. Writes the table to
 BENCHMARKS.md. About 3 minutes on a 2-core CPU.
 """
