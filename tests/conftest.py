@@ -1,5 +1,8 @@
+"""Shared fixtures; shared functions and constants live in `helpers.py`."""
+
 import jax
 import pytest
+from helpers import train_tokenizer
 
 # Parity is measured at full float32 matmul precision (TF32 on GPUs would blur it).
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -20,3 +23,9 @@ def checkpoint_dir(tmp_path_factory):
         return tmp_path_factory.mktemp(f"{name}{next(counter)}")
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tmp_path_factory):
+    """The 302-id tokenizer of `helpers.train_tokenizer`, trained once per session."""
+    return train_tokenizer(tmp_path_factory.mktemp("tokenizer"))

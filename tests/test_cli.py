@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import LANGUAGES, random_params, tiny_config
 from safetensors.numpy import load_file
-from test_pipelines import LANGUAGES, random_params, tiny_config, train_tokenizer
 
 import xmod_jax as xj
 from xmod_jax import cli
@@ -42,12 +42,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess, match: str) -> No
 
 
 @pytest.fixture(scope="module")
-def mlm_folder(tmp_path_factory):
+def mlm_folder(tmp_path_factory, tokenizer):
     """A saved XmodForMaskedLM with its tokenizer -> (folder, model, params, tokenizer)."""
     folder = tmp_path_factory.mktemp("mlm")
-    tok = train_tokenizer(folder)
+    tokenizer.save_pretrained(folder)
+    tok = xj.XmodTokenizer.from_pretrained(folder)
     model = xj.XmodForMaskedLM(tiny_config(tok.vocab_size))
-    params = random_params(model)
+    params = random_params(model, scale=0.5)
     model.save_pretrained(folder, params)
     return folder, model, params, tok
 
@@ -147,7 +148,7 @@ def test_empty_input_is_one_line(mlm_folder, tmp_path):
 def test_errors_in_process(mlm_folder, tmp_path, capsys):
     folder = mlm_folder[0]
     bare = xj.XmodModel(tiny_config(302))
-    bare.save_pretrained(tmp_path / "bare", random_params(bare))
+    bare.save_pretrained(tmp_path / "bare", random_params(bare, scale=0.5))
     assert cli.main(["fill-mask", "--model", str(tmp_path / "bare"), "--lang", "en_XX", "a"]) == 1
     assert "fill-mask needs an XmodForMaskedLM checkpoint" in capsys.readouterr().err
     assert cli.main(["fill-mask", "--model", str(folder), "a <mask>"]) == 1

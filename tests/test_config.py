@@ -10,16 +10,18 @@ import json
 
 import numpy as np
 import pytest
-import transformers
+from helpers import needs_torch, transformers
 
 from xmod_jax import CheckpointError, XmodConfig
 
-HFConfig = transformers.XmodConfig
+HFConfig = transformers.XmodConfig if transformers else None
 
 # The fields transformers' configuration_xmod.py declares itself (not the inherited ones).
-XMOD_FIELDS = [
-    f.name for f in dataclasses.fields(HFConfig) if f.name in inspect.get_annotations(HFConfig)
-]
+XMOD_FIELDS = (
+    [f.name for f in dataclasses.fields(HFConfig) if f.name in inspect.get_annotations(HFConfig)]
+    if HFConfig
+    else []
+)
 LABEL_FIELDS = ["num_labels", "id2label", "label2id", "problem_type"]
 
 # Non-default values for every kind of field, valid for both implementations.
@@ -78,23 +80,27 @@ def _write_config(folder, data):
 
 
 # ------------------------------------------------------------------------- fields and defaults
+@needs_torch
 def test_xmod_field_list_is_the_full_transformers_list():
     # Guards the filter used below: configuration_xmod.py declares 27 fields in 5.23.
     assert len(XMOD_FIELDS) == 27
     assert {"languages", "default_language", "pre_norm", "ln_before_adapter"} <= set(XMOD_FIELDS)
 
 
+@needs_torch
 def test_has_every_transformers_field_and_the_label_fields():
     ours = {f.name for f in dataclasses.fields(XmodConfig)}
     assert set(XMOD_FIELDS) <= ours
     assert set(LABEL_FIELDS) | {"classifier_dropout"} <= ours
 
 
+@needs_torch
 @pytest.mark.parametrize("name", XMOD_FIELDS)
 def test_default_equals_transformers_default(name):
     assert _norm(getattr(XmodConfig(), name)) == _norm(getattr(HFConfig(), name))
 
 
+@needs_torch
 def test_default_label_fields_equal_transformers():
     _assert_matches_hf(XmodConfig(), HFConfig())
 
@@ -129,11 +135,13 @@ def test_eos_token_id_list_becomes_tuple():
     assert XmodConfig(eos_token_id=[2, 7]).eos_token_id == (2, 7)
 
 
+@needs_torch
 def test_accepts_transformers_to_dict_output():
     theirs = HFConfig(**CUSTOM)
     _assert_matches_hf(XmodConfig(**theirs.to_dict()), theirs)
 
 
+@needs_torch
 def test_accepts_transformers_keyword_arguments():
     _assert_matches_hf(XmodConfig(**CUSTOM), HFConfig(**CUSTOM))
 
@@ -173,11 +181,13 @@ def test_to_dict_writes_lists_and_string_label_keys():
     json.dumps(data)
 
 
+@needs_torch
 def test_save_pretrained_is_read_by_transformers(tmp_path):
     XmodConfig(**CUSTOM).save_pretrained(tmp_path)
     _assert_hf_equal(HFConfig.from_pretrained(tmp_path), HFConfig(**CUSTOM))
 
 
+@needs_torch
 def test_save_pretrained_is_read_by_autoconfig(tmp_path):
     XmodConfig(**CUSTOM).save_pretrained(tmp_path)
     loaded = transformers.AutoConfig.from_pretrained(tmp_path)
@@ -185,16 +195,19 @@ def test_save_pretrained_is_read_by_autoconfig(tmp_path):
     _assert_hf_equal(loaded, HFConfig(**CUSTOM))
 
 
+@needs_torch
 def test_save_pretrained_default_config_is_read_by_transformers(tmp_path):
     XmodConfig().save_pretrained(tmp_path)
     _assert_hf_equal(HFConfig.from_pretrained(tmp_path), HFConfig())
 
 
+@needs_torch
 def test_save_pretrained_writes_architectures(tmp_path):
     XmodConfig().save_pretrained(tmp_path, architectures=["XmodForMaskedLM"])
     assert HFConfig.from_pretrained(tmp_path).architectures == ["XmodForMaskedLM"]
 
 
+@needs_torch
 def test_loads_config_written_by_transformers(tmp_path):
     kwargs = dict(
         languages=["en_XX", "de_DE", "ro_RO"],
@@ -217,11 +230,13 @@ def test_loads_config_written_by_transformers(tmp_path):
     assert ours.id2label == ("contradiction", "neutral", "entailment")
 
 
+@needs_torch
 def test_loads_default_config_written_by_transformers(tmp_path):
     HFConfig().save_pretrained(tmp_path)
     assert XmodConfig.from_pretrained(tmp_path) == XmodConfig()
 
 
+@needs_torch
 def test_from_pretrained_keyword_overrides_win(tmp_path):
     HFConfig(languages=["en_XX", "de_DE"]).save_pretrained(tmp_path)
     config = XmodConfig.from_pretrained(tmp_path, default_language="de_DE", pre_norm=True)
@@ -230,6 +245,7 @@ def test_from_pretrained_keyword_overrides_win(tmp_path):
     assert config.languages == ("en_XX", "de_DE")
 
 
+@needs_torch
 def test_from_pretrained_num_labels_override_replaces_saved_labels(tmp_path):
     HFConfig(id2label={0: "neg", 1: "pos"}).save_pretrained(tmp_path)
     theirs = HFConfig.from_pretrained(tmp_path, num_labels=5)
@@ -370,6 +386,7 @@ def test_add_cross_attention_with_is_decoder_is_accepted():
 
 
 # ---------------------------------------------------------------------------------- labels
+@needs_torch
 @pytest.mark.parametrize("num_labels", [1, 3, 4])
 def test_num_labels_makes_transformers_label_names(num_labels):
     _assert_matches_hf(XmodConfig(num_labels=num_labels), HFConfig(num_labels=num_labels))
@@ -379,6 +396,7 @@ def test_num_labels_4_gives_label_0_to_3():
     assert XmodConfig(num_labels=4).id2label == ("LABEL_0", "LABEL_1", "LABEL_2", "LABEL_3")
 
 
+@needs_torch
 def test_with_labels_num_labels_3():
     config = XmodConfig(id2label={0: "a", 1: "b"})
     new = config.with_labels(num_labels=3)
@@ -393,6 +411,7 @@ def test_with_labels_id2label():
     assert new.num_labels == 3
 
 
+@needs_torch
 def test_single_label_classification_with_one_label_raises():
     kwargs = dict(problem_type="single_label_classification", num_labels=1)
     with pytest.raises(ValueError):
@@ -412,6 +431,7 @@ def test_unknown_problem_type_raises():
         XmodConfig(problem_type="ranking")
 
 
+@needs_torch
 def test_label2id_is_consistent_with_id2label():
     kwargs = dict(num_labels=3, label2id={"x": 0, "y": 1})
     try:
@@ -450,6 +470,7 @@ def test_checkpoint_error_is_a_value_error():
     assert issubclass(CheckpointError, ValueError)
 
 
+@needs_torch
 def test_from_pretrained_old_style_config(tmp_path):
     # The shape of facebook/xmod-base's config.json (older transformers, torch_dtype etc.).
     data = {

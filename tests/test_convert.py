@@ -7,8 +7,15 @@ import sys
 
 import numpy as np
 import pytest
-import transformers
-from reference import ATTENTION_MASK, INPUT_IDS, LANG_IDS, assert_outputs_match, hf_model, run_hf
+from helpers import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    LANG_IDS,
+    assert_outputs_match,
+    hf_model,
+    run_hf,
+    transformers,
+)
 from safetensors import safe_open
 from safetensors.numpy import load_file
 

@@ -1,18 +1,23 @@
-"""Decoders: causal LM, the functional cache, cross-attention, against transformers."""
+"""Decoders: causal LM, the functional cache, cross-attention, against transformers.
+
+The `decoder` fixture takes the full folder round trip; the other cases convert in memory.
+"""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from reference import (
+from helpers import (
     ALL_FLAG_COMBOS,
     BASE_FLAGS,
     LARGE_FLAGS,
     assert_outputs_match,
+    count_compiles,
+    from_torch,
     hf_model,
     max_abs_diff,
     run_hf,
+    torch,
 )
 
 import xmod_jax as xj
@@ -26,8 +31,11 @@ MEMORY_MASK = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
 FULL = dict(output_hidden_states=True, output_attentions=True)
 
 
-def _load(folder, **overrides):
+def _load(folder=None, **overrides):
+    """(transformers model, our model, params): through `folder` if given, else in memory."""
     reference = hf_model("XmodForCausalLM", is_decoder=True, **overrides)
+    if folder is None:
+        return (reference, *from_torch(reference))
     reference.save_pretrained(folder)
     model, params = xj.XmodForCausalLM.from_pretrained(folder)
     return reference, model, params
@@ -39,8 +47,8 @@ def decoder(request, checkpoint_dir):
 
 
 @pytest.fixture(scope="module", params=FLAG_SETS.values(), ids=FLAG_SETS.keys())
-def seq2seq_decoder(request, checkpoint_dir):
-    return _load(checkpoint_dir(), add_cross_attention=True, **request.param)
+def seq2seq_decoder(request):
+    return _load(add_cross_attention=True, **request.param)
 
 
 def _hf_cached_logits(reference, ids, lang_ids, prompt, mask=None, **memory):
@@ -93,8 +101,8 @@ def _our_cached_logits(model, params, ids, lang_ids, prompt, mask=None, **memory
 @pytest.mark.parametrize(
     "flags", ALL_FLAG_COMBOS, ids=lambda f: "".join(str(int(v)) for v in f.values())
 )
-def test_causal_lm_matches_transformers_for_every_variant(flags, checkpoint_dir):
-    reference, model, params = _load(checkpoint_dir(), **flags)
+def test_causal_lm_matches_transformers_for_every_variant(flags):
+    reference, model, params = _load(**flags)
     inputs = dict(input_ids=PADDED, lang_ids=LANGS, attention_mask=(PADDED != 1).astype(int))
     ours = model.apply({"params": params}, **inputs, **FULL)
     assert_outputs_match(ours, run_hf(reference, **inputs, **FULL))
@@ -142,11 +150,12 @@ def test_decode_loop_compiles_twice(decoder):
         return out.logits[:, -1], out.past_key_values
 
     cache = xj.init_cache(model.config, 2, 12)
-    logits, cache = step(params, IDS[:, :4], cache)
-    for _ in range(6):
-        token = jnp.argmax(logits, axis=-1)[:, None]
-        logits, cache = step(params, token, cache)
-    assert step._cache_size() == 2
+    with count_compiles() as compiles:
+        logits, cache = step(params, IDS[:, :4], cache)
+        for _ in range(6):
+            token = jnp.argmax(logits, axis=-1)[:, None]
+            logits, cache = step(params, token, cache)
+    assert compiles["jit(step)"] == 2
     assert int(cache.index) == 10
 
 

@@ -3,23 +3,20 @@
 import jax
 import numpy as np
 import pytest
-import torch
-from reference import hf_model
+from helpers import count_compiles, from_torch, hf_model, torch
 
 import xmod_jax as xj
 from xmod_jax.decoding import select_next_token
 
 PROMPT = np.array([[0, 5, 6, 7], [0, 11, 12, 13]])
 LANGS = np.array([2, 0])
+DECODE_LOOP = "jit(run)"  # what generate's jitted prompt pass and decode loop compile as
 
 
 @pytest.fixture(scope="module")
-def decoder(checkpoint_dir):
+def decoder():
     reference = hf_model("XmodForCausalLM", is_decoder=True, seed=3)
-    folder = checkpoint_dir()
-    reference.save_pretrained(folder)
-    model, params = xj.XmodForCausalLM.from_pretrained(folder)
-    return reference, model, params
+    return (reference, *from_torch(reference))
 
 
 def hf_greedy_loop(reference, ids, lang_ids, steps, arange_positions=False):
@@ -125,12 +122,11 @@ def test_top_p_keeps_the_smallest_nucleus():
 
 def test_generate_compiles_once_per_shape(decoder):
     _, model, params = decoder
-    from xmod_jax.decoding import _decoder
-
-    xj.generate(model, params, PROMPT, LANGS, max_new_tokens=3)
-    xj.generate(model, params, PROMPT[:, :3], [1, 1], max_new_tokens=3)
-    xj.generate(model, params, PROMPT, [0, 1], max_new_tokens=3)
-    assert _decoder(model, 3, 0.0, None, None, ())._cache_size() == 2  # two prompt shapes
+    with count_compiles() as compiles:
+        xj.generate(model, params, PROMPT, LANGS, max_new_tokens=3)
+        xj.generate(model, params, PROMPT[:, :3], [1, 1], max_new_tokens=3)
+        xj.generate(model, params, PROMPT, [0, 1], max_new_tokens=3)
+    assert compiles[DECODE_LOOP] == 2  # two prompt shapes
 
 
 def test_generate_refuses_bad_settings(decoder):

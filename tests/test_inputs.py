@@ -1,6 +1,6 @@
 """Input validation and language routing of the model call.
 
-Reference numbers come from transformers' torch `XmodModel` (tests/reference.py), from running each
+Reference numbers come from transformers' torch `XmodModel` (tests/helpers.py), from running each
 example alone, or from hand-built expectations (NaN rows, error messages); never from a second call
 of the code under test with the same arguments.
 """
@@ -12,8 +12,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    LANG_IDS,
+    assert_outputs_match,
+    count_compiles,
+    from_torch,
+    hf_model,
+    run_hf,
+)
 from jax.experimental import checkify
-from reference import ATTENTION_MASK, INPUT_IDS, LANG_IDS, assert_outputs_match, hf_model, run_hf
 
 import xmod_jax as xj
 from xmod_jax.nn.inputs import prepare_inputs
@@ -431,8 +440,9 @@ def test_jit_compiles_once_for_any_language_mix(model, params):
 
     jf = jax.jit(f)
     mixes = [[2, 0, 1, 0], [0, 0, 0, 0], [1, 2, 2, 1]]
-    outs = [jf(params, INPUT_IDS, np.array(m, np.int32), ATTENTION_MASK) for m in mixes]
-    assert jf._cache_size() == 1
+    with count_compiles() as compiles:
+        outs = [jf(params, INPUT_IDS, np.array(m, np.int32), ATTENTION_MASK) for m in mixes]
+    assert compiles["jit(f)"] == 1
     # the language mix is really used: rows whose language changed differ
     for b in range(B):
         assert float(jnp.max(jnp.abs(outs[0][b] - outs[2][b]))) > 1e-3
@@ -540,12 +550,9 @@ def test_checkify_builtin_checks_catch_out_of_range_lang_ids(builtin_checked, ba
 
 # ------------------------------------------------------------------- parity with transformers
 @pytest.fixture(scope="module")
-def hf_pair(tmp_path_factory):
+def hf_pair():
     reference = hf_model("XmodModel")
-    folder = tmp_path_factory.mktemp("xmod_inputs")
-    reference.save_pretrained(folder)
-    ours, ours_params = xj.XmodModel.from_pretrained(folder)
-    return reference, ours, ours_params
+    return (reference, *from_torch(reference))
 
 
 @pytest.mark.parametrize(

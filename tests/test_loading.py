@@ -8,8 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-import torch
-from reference import (
+from helpers import (
     ATTENTION_MASK,
     INPUT_IDS,
     LANG_IDS,
@@ -17,6 +16,7 @@ from reference import (
     hf_model,
     max_abs_diff,
     run_hf,
+    torch,
 )
 from safetensors.numpy import load_file, save_file
 

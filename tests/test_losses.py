@@ -4,8 +4,7 @@ leaf within 1e-4 of the largest torch gradient, pad rows of the embedding tables
 import jax
 import numpy as np
 import pytest
-import torch
-from reference import ATTENTION_MASK, INPUT_IDS, LANG_IDS, hf_model
+from helpers import ATTENTION_MASK, INPUT_IDS, LANG_IDS, from_torch, hf_model, needs_torch, torch
 
 import xmod_jax as xj
 from xmod_jax.ckpts.mapping import params_to_hf
@@ -64,12 +63,10 @@ def _inputs(class_name):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_loss_and_gradients_match_torch(case, checkpoint_dir):
+def test_loss_and_gradients_match_torch(case):
     class_name, overrides, targets = CASES[case]
     reference = hf_model(class_name, **overrides)  # eval mode: dropout off on both sides
-    folder = checkpoint_dir()
-    reference.save_pretrained(folder)
-    model, params = getattr(xj, class_name).from_pretrained(folder)
+    model, params = from_torch(reference)
 
     inputs = _inputs(class_name)
     torch_out = reference(**{k: torch.as_tensor(v) for k, v in {**inputs, **targets}.items()})
@@ -103,6 +100,7 @@ def test_loss_and_gradients_match_torch(case, checkpoint_dir):
         assert not np.any(our_grads["roberta.embeddings.word_embeddings.weight"][pad])
 
 
+@needs_torch
 def test_nothing_to_score_gives_nan_like_torch():
     logits = np.zeros((1, 3, 5), np.float32)
     labels = np.full((1, 3), -100)

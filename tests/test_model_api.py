@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference import ATTENTION_MASK, INPUT_IDS, LANG_IDS, TINY, random_params
+from helpers import ATTENTION_MASK, INPUT_IDS, LANG_IDS, TINY, random_params
 
 import xmod_jax as xj
 

@@ -1,23 +1,23 @@
 """Encoder parity with transformers' torch classes for every config variant.
 
-Each case builds a tiny random transformers model, saves it with `save_pretrained`, loads it with
-our loader and compares every output field (hidden states and attentions included) on a padded
-batch that mixes languages.
+Each case builds a tiny random transformers model, converts its state dict in memory
+(`helpers.from_torch`) and compares every output field (hidden states and attentions included)
+on a padded batch that mixes languages. The folder round trip is tested in test_parity_heads,
+test_loading and test_saving.
 """
 
 import numpy as np
 import pytest
-from reference import (
+from helpers import (
     ALL_FLAG_COMBOS,
     ATTENTION_MASK,
     INPUT_IDS,
     LANG_IDS,
     assert_outputs_match,
+    from_torch,
     hf_model,
     run_hf,
 )
-
-import xmod_jax as xj
 
 FULL = dict(output_hidden_states=True, output_attentions=True)
 
@@ -26,10 +26,9 @@ def _ids(flags):
     return "-".join(f"{k}={int(v)}" for k, v in flags.items())
 
 
-def _compare(class_name, our_class, folder, flags, lang_ids=LANG_IDS, input_ids=INPUT_IDS):
+def _compare(class_name, flags, lang_ids=LANG_IDS, input_ids=INPUT_IDS):
     reference = hf_model(class_name, **flags)
-    reference.save_pretrained(folder)
-    model, params = our_class.from_pretrained(folder)
+    model, params = from_torch(reference)
     mask = (input_ids != 1).astype(np.int64)
     ours = model.apply(
         {"params": params}, input_ids, lang_ids=lang_ids, attention_mask=mask, **FULL
@@ -40,11 +39,11 @@ def _compare(class_name, our_class, folder, flags, lang_ids=LANG_IDS, input_ids=
 
 
 @pytest.mark.parametrize("flags", ALL_FLAG_COMBOS, ids=_ids)
-def test_every_flag_combination_matches_transformers(flags, checkpoint_dir):
-    ours, theirs = _compare("XmodModel", xj.XmodModel, checkpoint_dir(), flags)
+def test_every_flag_combination_matches_transformers(flags):
+    ours, theirs = _compare("XmodModel", flags)
     assert set(theirs) >= {"last_hidden_state", "pooler_output", "hidden_states", "attentions"}
     assert len(ours.hidden_states) == 3 and len(ours.attentions) == 2
-    ours, theirs = _compare("XmodForMaskedLM", xj.XmodForMaskedLM, checkpoint_dir(), flags)
+    ours, theirs = _compare("XmodForMaskedLM", flags)
     assert set(theirs) >= {"logits", "hidden_states", "attentions"}
 
 
@@ -59,29 +58,29 @@ def test_every_flag_combination_matches_transformers(flags, checkpoint_dir):
     ],
     ids=["reduction3", "reduction1-prenorm", "five-languages", "one-language", "gelu_new"],
 )
-def test_sizes_and_language_sets_match_transformers(overrides, checkpoint_dir):
+def test_sizes_and_language_sets_match_transformers(overrides):
     n = len(overrides.get("languages", ["en_XX", "de_DE", "fr_XX"]))
     lang_ids = np.arange(len(INPUT_IDS)) % n
-    _compare("XmodForMaskedLM", xj.XmodForMaskedLM, checkpoint_dir(), overrides, lang_ids)
+    _compare("XmodForMaskedLM", overrides, lang_ids)
 
 
-def test_unmasked_padding_and_token_types_match_transformers(checkpoint_dir):
-    """attention_mask=None attends to pads, exactly as transformers; token types are looked up."""
+@pytest.fixture(scope="module")
+def encoder():
     reference = hf_model("XmodModel")
-    folder = checkpoint_dir()
-    reference.save_pretrained(folder)
-    model, params = xj.XmodModel.from_pretrained(folder)
+    return (reference, *from_torch(reference))
+
+
+def test_unmasked_padding_and_token_types_match_transformers(encoder):
+    """attention_mask=None attends to pads, exactly as transformers; token types are looked up."""
+    reference, model, params = encoder
     token_types = np.zeros_like(INPUT_IDS)
     token_types[:, 3:] = 1
     inputs = dict(input_ids=INPUT_IDS, lang_ids=LANG_IDS, token_type_ids=token_types)
     assert_outputs_match(model.apply({"params": params}, **inputs), run_hf(reference, **inputs))
 
 
-def test_explicit_positions_and_inputs_embeds_match_transformers(checkpoint_dir):
-    reference = hf_model("XmodModel")
-    folder = checkpoint_dir()
-    reference.save_pretrained(folder)
-    model, params = xj.XmodModel.from_pretrained(folder)
+def test_explicit_positions_and_inputs_embeds_match_transformers(encoder):
+    reference, model, params = encoder
     positions = np.tile(np.arange(5, 5 + INPUT_IDS.shape[1]), (len(INPUT_IDS), 1))
     inputs = dict(
         input_ids=INPUT_IDS,
@@ -95,8 +94,8 @@ def test_explicit_positions_and_inputs_embeds_match_transformers(checkpoint_dir)
     assert_outputs_match(model.apply({"params": params}, **inputs), run_hf(reference, **inputs))
 
 
-def test_decoder_config_applies_causal_mask_like_transformers(checkpoint_dir):
+def test_decoder_config_applies_causal_mask_like_transformers():
     """is_decoder=True: causal self-attention combined with the padding mask."""
-    ours, theirs = _compare("XmodModel", xj.XmodModel, checkpoint_dir(), dict(is_decoder=True))
+    ours, theirs = _compare("XmodModel", dict(is_decoder=True))
     probs = np.asarray(ours.attentions[0])
     assert np.all(np.triu(probs[0, 0], k=1) == 0)

@@ -1,14 +1,19 @@
-"""Every head against transformers, on the xmod-base and xmod-large-prenorm flag combinations."""
+"""Every head against transformers, on the xmod-base and xmod-large-prenorm flag combinations.
+
+The xmod-base cases take the full folder round trip (`save_pretrained`, then our
+`from_pretrained`); the xmod-large-prenorm cases convert the state dict in memory.
+"""
 
 import numpy as np
 import pytest
-from reference import (
+from helpers import (
     ATTENTION_MASK,
     BASE_FLAGS,
     INPUT_IDS,
     LANG_IDS,
     LARGE_FLAGS,
     assert_outputs_match,
+    from_torch,
     hf_model,
     max_abs_diff,
     run_hf,
@@ -17,6 +22,7 @@ from reference import (
 import xmod_jax as xj
 
 FLAG_SETS = {"xmod-base": BASE_FLAGS, "xmod-large-prenorm": LARGE_FLAGS}
+ROUND_TRIP = "xmod-base"  # loaded from a saved folder; the other flag set in memory
 HEADS = [
     ("XmodForMaskedLM", {}),
     ("XmodForSequenceClassification", {"num_labels": 3}),
@@ -26,17 +32,21 @@ HEADS = [
 FULL = dict(output_hidden_states=True, output_attentions=True)
 
 
-def _load_pair(class_name, folder, **overrides):
+def _load_pair(class_name, folder=None, **overrides):
+    """(transformers model, our model, params): through `folder` if given, else in memory."""
     reference = hf_model(class_name, **overrides)
+    if folder is None:
+        return (reference, *from_torch(reference))
     reference.save_pretrained(folder)
     model, params = getattr(xj, class_name).from_pretrained(folder)
     return reference, model, params
 
 
-@pytest.mark.parametrize("flags", FLAG_SETS.values(), ids=FLAG_SETS.keys())
+@pytest.mark.parametrize("flag_set", FLAG_SETS)
 @pytest.mark.parametrize("class_name, extra", HEADS, ids=[h[0] for h in HEADS])
-def test_head_matches_transformers(class_name, extra, flags, checkpoint_dir):
-    reference, model, params = _load_pair(class_name, checkpoint_dir(), **flags, **extra)
+def test_head_matches_transformers(class_name, extra, flag_set, checkpoint_dir):
+    folder = checkpoint_dir() if flag_set == ROUND_TRIP else None
+    reference, model, params = _load_pair(class_name, folder, **FLAG_SETS[flag_set], **extra)
     inputs = dict(input_ids=INPUT_IDS, lang_ids=LANG_IDS, attention_mask=ATTENTION_MASK)
     ours = model.apply({"params": params}, **inputs, **FULL)
     theirs = run_hf(reference, **inputs, **FULL)
@@ -44,10 +54,8 @@ def test_head_matches_transformers(class_name, extra, flags, checkpoint_dir):
     assert_outputs_match(ours, theirs)
 
 
-def test_untied_lm_head_matches_transformers(checkpoint_dir):
-    reference, model, params = _load_pair(
-        "XmodForMaskedLM", checkpoint_dir(), tie_word_embeddings=False
-    )
+def test_untied_lm_head_matches_transformers():
+    reference, model, params = _load_pair("XmodForMaskedLM", tie_word_embeddings=False)
     assert "decoder" in params["lm_head"]
     inputs = dict(input_ids=INPUT_IDS, lang_ids=LANG_IDS, attention_mask=ATTENTION_MASK)
     assert_outputs_match(model.apply({"params": params}, **inputs), run_hf(reference, **inputs))
@@ -57,9 +65,10 @@ CHOICE_IDS = np.stack([INPUT_IDS[:3], INPUT_IDS[1:], INPUT_IDS[[0, 2, 3]]])  # [
 CHOICE_MASK = (CHOICE_IDS != 1).astype(np.int64)
 
 
-@pytest.fixture(scope="module", params=FLAG_SETS.values(), ids=FLAG_SETS.keys())
+@pytest.fixture(scope="module", params=FLAG_SETS)
 def multiple_choice(request, checkpoint_dir):
-    return _load_pair("XmodForMultipleChoice", checkpoint_dir(), **request.param)
+    folder = checkpoint_dir() if request.param == ROUND_TRIP else None
+    return _load_pair("XmodForMultipleChoice", folder, **FLAG_SETS[request.param])
 
 
 def test_multiple_choice_one_language_matches_transformers(multiple_choice):

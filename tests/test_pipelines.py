@@ -1,23 +1,19 @@
 """`xmod_jax.pipelines` against the raw model call, on tiny random models and a tiny tokenizer.
 
-The sentencepiece model is trained here (300 pieces); every model's vocabulary is the tokenizer's.
+The sentencepiece model is trained once per session (300 pieces, `helpers.train_tokenizer`);
+every model's vocabulary is the tokenizer's.
 Reference numbers come from `model.apply` on unpadded rows and from hand derivation.
 """
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 import pytest
-import sentencepiece as spm
-from test_tokenizer import make_corpus
+from helpers import MAX_POSITIONS, count_compiles, random_params, tiny_config
 
 import xmod_jax as xj
 from xmod_jax import pipelines as pl
-from xmod_jax.ckpts.mapping import iter_leaves, set_leaf
 
-LANGUAGES = ["en_XX", "de_DE", "fr_XX"]
-MAX_POSITIONS = 66  # 64 tokens: buckets 16, 32, 64
 TEXTS = [
     "the house is green",
     "Paris",
@@ -26,60 +22,18 @@ TEXTS = [
     "東京は日本の首都です",
     "",
 ]
-
-
-def train_tokenizer(folder) -> xj.XmodTokenizer:
-    """A 302-id XLM-R style tokenizer trained on generated text, saved into `folder`."""
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(make_corpus()),
-        model_prefix=str(folder / "m"),
-        vocab_size=300,
-        model_type="unigram",
-        character_coverage=1.0,
-        num_threads=1,
-        minloglevel=2,
-    )
-    tokenizer = xj.XmodTokenizer(model_file=folder / "m.model")
-    (folder / "m.model").unlink()
-    (folder / "m.vocab").unlink()
-    tokenizer.save_pretrained(folder)
-    return xj.XmodTokenizer.from_pretrained(folder)
-
-
-def tiny_config(vocab_size: int, **overrides) -> xj.XmodConfig:
-    return xj.XmodConfig(
-        vocab_size=vocab_size,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=MAX_POSITIONS,
-        type_vocab_size=1,
-        layer_norm_eps=1e-5,
-        languages=LANGUAGES,
-        **overrides,
-    )
-
-
-def random_params(model, seed: int = 0, scale: float = 0.5) -> dict:
-    """N(0, scale) params without compiling `init` (LayerNorm scales around 1), so outputs are
-    far from uniform and languages differ."""
-    rng = np.random.default_rng(seed)
-    params: dict = {}
-    for path, leaf in iter_leaves(model.param_shapes()):
-        value = scale * rng.standard_normal(leaf.shape).astype(np.float32)
-        set_leaf(params, path, value + 1.0 if path[-1] == "scale" else value)
-    return params
+SCALE = 0.5  # random params far from uniform outputs, so languages differ
+PIPELINE_FORWARD = "jit(forward)"  # what the pipelines' jitted forward pass compiles as
 
 
 @pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    return train_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+def tok(tokenizer):
+    return tokenizer
 
 
 def _model(cls, tok, seed=0, **overrides):
     model = cls(tiny_config(tok.vocab_size, **overrides))
-    return model, random_params(model, seed)
+    return model, random_params(model, seed, scale=SCALE)
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +135,7 @@ def test_embed_is_a_mean_pool_of_the_encoder(mlm, tok):
     np.testing.assert_allclose(unit, vectors / np.linalg.norm(vectors, axis=-1)[:, None], atol=1e-6)
     # A bare XmodModel (with its pooler) holding the same encoder weights gives the same vectors.
     bare = xj.XmodModel(model.config)
-    bare_params = {**params["roberta"], "pooler": random_params(bare)["pooler"]}
+    bare_params = {**params["roberta"], "pooler": random_params(bare, scale=SCALE)["pooler"]}
     np.testing.assert_allclose(
         pl.embed(bare, bare_params, tok, TEXTS, langs, batch_size=4), vectors, atol=1e-6
     )
@@ -206,31 +160,23 @@ def test_embed_truncates_to_the_largest_bucket(mlm, tok):
 def test_compilations_are_bounded_by_the_buckets(tok):
     """Many lengths and batch counts: one compilation per bucket, none once all are seen."""
     model, params = _model(xj.XmodModel, tok, default_language="fr_XX")  # a fresh cache entry
-    forward = pl._jitted(model, "embed")
-    compiles = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
     rng = np.random.default_rng(0)
     words = " ".join(TEXTS).split()
 
     def texts(n):  # 1 to 60 words: lengths across all three buckets, and truncation
         return [" ".join(rng.choice(words, rng.integers(1, 60))) for _ in range(n)]
 
-    for n in (1, 3, 7, 10, 25):
-        pl.embed(model, params, tok, texts(n), batch_size=4)
-    assert forward._cache_size() == len(pl.length_buckets(model, tok)) == 3
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with count_compiles() as compiles:
+        for n in (1, 3, 7, 10, 25):
+            pl.embed(model, params, tok, texts(n), batch_size=4)
+    assert compiles[PIPELINE_FORWARD] == len(pl.length_buckets(model, tok)) == 3
+    with count_compiles() as compiles:
         for n in (2, 5, 9, 13):
             pl.embed(model, params, tok, texts(n), batch_size=4)
             pl.embed(model, params, tok, texts(n), ["en_XX"] * n, batch_size=4)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-    assert compiles == [] and forward._cache_size() == 3
-    assert pl._jitted(xj.XmodModel(model.config), "embed") is forward  # equal modules share
+        equal = xj.XmodModel(model.config)  # equal modules share the compiled forward
+        pl.embed(equal, params, tok, texts(9), batch_size=4)
+    assert compiles == {}
 
 
 # ------------------------------------------------------------------------------- classify

@@ -7,12 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference import (
+from helpers import (
     ATTENTION_MASK,
     INPUT_IDS,
     LANG_IDS,
     TINY,
     assert_outputs_match,
+    from_torch,
     hf_model,
     max_abs_diff,
     random_params,
@@ -28,11 +29,8 @@ ONE_LANGUAGE = np.full(4, 2)
 
 
 @pytest.fixture(scope="module")
-def reference(checkpoint_dir):
-    model = hf_model("XmodForMaskedLM", pre_norm=True, adapter_layer_norm=True)
-    folder = checkpoint_dir()
-    model.save_pretrained(folder)
-    return model, folder
+def reference():
+    return hf_model("XmodForMaskedLM", pre_norm=True, adapter_layer_norm=True)
 
 
 def _logits(model, params, lang_ids, **extra):
@@ -43,9 +41,8 @@ def _logits(model, params, lang_ids, **extra):
 # ----------------------------------------------------------------------------------- routing
 @pytest.mark.parametrize("routing", ["gather", "auto", "ragged"])
 def test_routing_strategies_match_transformers_on_mixed_batches(routing, reference):
-    hf, folder = reference
-    model, params = xj.XmodForMaskedLM.from_pretrained(folder, routing=routing)
-    theirs = run_hf(hf, **INPUTS, lang_ids=LANG_IDS)
+    model, params = from_torch(reference, routing=routing)
+    theirs = run_hf(reference, **INPUTS, lang_ids=LANG_IDS)
     assert_outputs_match(model.apply({"params": params}, **INPUTS, lang_ids=LANG_IDS), theirs)
     default = xj.XmodForMaskedLM(model.config)
     gathered = _logits(default, params, LANG_IDS)
@@ -54,8 +51,7 @@ def test_routing_strategies_match_transformers_on_mixed_batches(routing, referen
 
 @pytest.mark.parametrize("routing", ["single", "auto", "ragged"])
 def test_routing_strategies_agree_on_one_language_batches(routing, reference):
-    _, folder = reference
-    model, params = xj.XmodForMaskedLM.from_pretrained(folder, routing=routing)
+    model, params = from_torch(reference, routing=routing)
     default = xj.XmodForMaskedLM(model.config)
     assert (
         max_abs_diff(_logits(model, params, ONE_LANGUAGE), _logits(default, params, ONE_LANGUAGE))
@@ -64,8 +60,7 @@ def test_routing_strategies_agree_on_one_language_batches(routing, reference):
 
 
 def test_single_routing_never_answers_for_another_language(reference):
-    _, folder = reference
-    model, params = xj.XmodForMaskedLM.from_pretrained(folder, routing="single")
+    model, params = from_torch(reference, routing="single")
     logits = _logits(model, params, np.array([2, 2, 0, 2]))
     assert np.isnan(logits[2]).all() and np.isfinite(logits[[0, 1, 3]]).all()
 
@@ -87,14 +82,13 @@ def test_unknown_option_values_are_refused():
 
 # --------------------------------------------------------------------------------- attention
 def test_fused_and_explicit_attention_agree(reference):
-    hf, folder = reference
-    fused, params = xj.XmodForMaskedLM.from_pretrained(folder)
+    fused, params = from_torch(reference)
     explicit = fused.clone(attention_impl="explicit")
     assert fused.attention_impl == "fused"
     assert (
         max_abs_diff(_logits(fused, params, LANG_IDS), _logits(explicit, params, LANG_IDS)) <= 1e-6
     )
-    theirs = run_hf(hf, **INPUTS, lang_ids=LANG_IDS, output_attentions=True)
+    theirs = run_hf(reference, **INPUTS, lang_ids=LANG_IDS, output_attentions=True)
     # probabilities come from the explicit path, whatever the setting
     out = fused.apply({"params": params}, **INPUTS, lang_ids=LANG_IDS, output_attentions=True)
     assert_outputs_match(out, theirs)
@@ -169,12 +163,13 @@ def test_scan_keeps_the_program_size_flat_as_depth_grows():
 
 
 def test_scanned_models_load_save_and_match_transformers(reference, tmp_path):
-    hf, folder = reference
+    folder = tmp_path / "hf"
+    reference.save_pretrained(folder)
     model, params = xj.XmodForMaskedLM.from_pretrained(folder, scan_layers=True)
     assert is_scanned(params)
     assert_outputs_match(
         model.apply({"params": params}, **INPUTS, lang_ids=LANG_IDS),
-        run_hf(hf, **INPUTS, lang_ids=LANG_IDS),
+        run_hf(reference, **INPUTS, lang_ids=LANG_IDS),
     )
     model.save_pretrained(tmp_path / "saved", params)  # written unrolled, as transformers wants
     _, again = xj.XmodForMaskedLM.from_pretrained(tmp_path / "saved")
@@ -182,11 +177,9 @@ def test_scanned_models_load_save_and_match_transformers(reference, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_scanned_decoder_cache_and_cross_attention(checkpoint_dir):
+def test_scanned_decoder_cache_and_cross_attention():
     hf = hf_model("XmodForCausalLM", is_decoder=True, add_cross_attention=True)
-    folder = checkpoint_dir()
-    hf.save_pretrained(folder)
-    model, params = xj.XmodForCausalLM.from_pretrained(folder, scan_layers=True)
+    model, params = from_torch(hf, scan_layers=True)
     memory = np.random.default_rng(0).normal(size=(4, 5, 32)).astype(np.float32)
     ids = INPUT_IDS[:, :6]
     full = model.apply({"params": params}, ids, lang_ids=LANG_IDS, encoder_hidden_states=memory)

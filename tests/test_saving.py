@@ -5,8 +5,7 @@ import os
 import jax
 import numpy as np
 import pytest
-import transformers
-from reference import (
+from helpers import (
     ATTENTION_MASK,
     BASE_FLAGS,
     INPUT_IDS,
@@ -15,8 +14,10 @@ from reference import (
     TINY,
     assert_outputs_match,
     hf_model,
+    needs_torch,
     random_params,
     run_hf,
+    transformers,
 )
 from safetensors import safe_open
 from safetensors.numpy import load_file
@@ -40,6 +41,7 @@ CLASSES = [
 ]
 
 
+@needs_torch
 @pytest.mark.parametrize("flags", [BASE_FLAGS, LARGE_FLAGS], ids=["base", "large-prenorm"])
 @pytest.mark.parametrize("cls, extra", CLASSES, ids=[c.__name__ for c, _ in CLASSES])
 def test_ours_saved_then_loaded_by_transformers(cls, extra, flags, checkpoint_dir):
@@ -86,6 +88,7 @@ def test_hf_to_ours_to_hf_is_bit_identical(class_name, overrides, checkpoint_dir
     assert reloaded.architectures == [class_name]
 
 
+@needs_torch
 @pytest.mark.parametrize("flags", [BASE_FLAGS, LARGE_FLAGS], ids=["base", "large-prenorm"])
 @pytest.mark.parametrize("cls, extra", CLASSES, ids=[c.__name__ for c, _ in CLASSES])
 def test_converted_key_set_equals_transformers_state_dict(cls, extra, flags):
@@ -103,6 +106,7 @@ def test_converted_key_set_equals_transformers_state_dict(cls, extra, flags):
     assert shapes == expected
 
 
+@needs_torch
 def test_bfloat16_params_are_saved_as_bfloat16(checkpoint_dir):
     config = xj.XmodConfig(**TINY)
     model = xj.XmodForMaskedLM(config, param_dtype="bfloat16")

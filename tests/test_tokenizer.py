@@ -11,21 +11,12 @@ import shutil
 import numpy as np
 import pytest
 import sentencepiece as spm
+from helpers import WORDS, make_corpus, needs_torch, require_torch, train_spm_model, transformers
 
 from xmod_jax.errors import CheckpointError
 from xmod_jax.text.tokenizer import XmodTokenizer
 
-transformers = pytest.importorskip("transformers")
-
 MAX_LENGTH = 32  # model_max_length in the fixture folder's tokenizer_config.json
-WORDS = (
-    "the house is green and the capital of France is Paris with 3.14 or 12345 people "
-    "Die Straße über dem Fluss ist schön für Mädchen und Jungen "
-    "le garçon naïve à l'école élève français où "
-    "東京 日本語 北京大学 中文 東京は日本の首都です "
-    "مرحبا بالعالم السلام عليكم "
-    "Ελληνικά русский язык 😀 🎉 👍🏽 ❤️"
-).split()
 TEXTS = [
     "Paris is the <mask> of France.",
     "Paris is the<mask>of France.",
@@ -79,29 +70,6 @@ FUZZ_CHARS = list("abcdefghijklmnopqrstuvwxyzäöüßéèàçñ東京日本語�
 ]
 
 
-ALPHABETS = [
-    "abcdefghijklmnoprstuvwyz",
-    "äöüßéèêàçñ",
-    "東京日本語北京大学中文字首都",
-    "مرحبالعسن",
-    "αβγδεηλ",
-    "абвгдежзик",
-]
-
-
-def make_corpus(n_lines: int = 400) -> list[str]:
-    """Real words plus pseudo-words in several scripts, enough for a few hundred pieces."""
-    rng = random.Random(0)
-
-    def word() -> str:
-        if rng.random() < 0.5:
-            return rng.choice(WORDS)
-        letters = rng.choice(ALPHABETS[:1] * 3 + ALPHABETS)
-        return "".join(rng.choices(letters, k=rng.randint(1, 7)))
-
-    return [" ".join(word() for _ in range(rng.randint(3, 14))) for _ in range(n_lines)]
-
-
 def fuzz_texts(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     return ["".join(rng.choice(FUZZ_CHARS) for _ in range(rng.randint(0, 16))) for _ in range(n)]
@@ -111,15 +79,7 @@ def fuzz_texts(n: int, seed: int = 0) -> list[str]:
 def spm_folder(tmp_path_factory):
     """A folder with a trained unigram sentencepiece.bpe.model and tokenizer_config.json."""
     folder = tmp_path_factory.mktemp("spm")
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(make_corpus()),
-        model_prefix=str(folder / "m"),
-        vocab_size=300,
-        model_type="unigram",
-        character_coverage=1.0,
-        num_threads=1,
-        minloglevel=2,
-    )
+    train_spm_model(folder)
     (folder / "m.model").rename(folder / "sentencepiece.bpe.model")
     (folder / "m.vocab").unlink()
     (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": MAX_LENGTH}))
@@ -128,6 +88,7 @@ def spm_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(spm_folder):
+    require_torch()
     tok = transformers.XLMRobertaTokenizer.from_pretrained(spm_folder)
     # XLMRobertaTokenizer(vocab_file=...) would silently hold 5 tokens; from_pretrained holds all.
     sp = spm.SentencePieceProcessor(model_file=str(spm_folder / "sentencepiece.bpe.model"))
@@ -313,6 +274,7 @@ def test_legacy_tokenizer_json(reference, json_folder, tmp_path):
         assert legacy.encode(text) == hf_legacy(text)["input_ids"], repr(text)
 
 
+@needs_torch
 def test_user_defined_and_control_symbols(tmp_path):
     """sentencepiece user-defined and control symbols are cut out of raw text, as transformers."""
     spm.SentencePieceTrainer.train(
@@ -336,6 +298,7 @@ def test_user_defined_and_control_symbols(tmp_path):
             assert ours.decode(ids, skip) == reference.decode(ids, skip_special_tokens=skip)
 
 
+@needs_torch
 @pytest.mark.parametrize("source", ["spm", "json"])
 def test_save_pretrained_round_trip(ours, json_folder, tmp_path, source):
     tok = ours if source == "spm" else XmodTokenizer.from_pretrained(json_folder)

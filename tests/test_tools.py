@@ -4,7 +4,7 @@ import pathlib
 import subprocess
 import sys
 
-from reference import hf_model
+from helpers import hf_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

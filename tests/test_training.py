@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import transformers
-from reference import TINY, hf_config, random_params
+from helpers import TINY, hf_config, needs_torch, random_params, transformers
 
 import xmod_jax as xj
 from xmod_jax.ckpts.mapping import params_to_hf
@@ -53,6 +52,7 @@ def _frozen_hf_names(model, labels):
     return {k for k, v in state.items() if v.min() == 1}
 
 
+@needs_torch
 @pytest.mark.parametrize(
     "class_name", ["XmodForMaskedLM", "XmodForSequenceClassification", "XmodForMultipleChoice"]
 )
@@ -71,6 +71,7 @@ def test_paper_preset_freezes_what_transformers_freezes(class_name):
         assert labels["lm_head"]["bias"] == "trainable"
 
 
+@needs_torch
 def test_paper_preset_works_on_the_bare_encoder():
     model = xj.XmodModel(CONFIG)
     with pytest.raises(AttributeError):  # transformers' method needs a `roberta` submodule
@@ -338,7 +339,7 @@ import os, signal, sys
 sys.path.insert(0, {tests!r})
 import jax, xmod_jax as xj
 from orbax.checkpoint._src.path import atomicity
-from reference import TINY, random_params
+from helpers import TINY, random_params
 model = xj.XmodForSequenceClassification(xj.XmodConfig(**TINY))
 params = random_params(model)
 tx = xj.make_optimizer(params, learning_rate=1e-3)
