@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from xmod_jax.activations import ACTIVATIONS
-from xmod_jax.atomic import atomic_write_bytes
+from xmod_jax.atomic import atomic_write_bytes, readable_folder
 from xmod_jax.errors import CheckpointError
 
 CONFIG_NAME = "config.json"
@@ -44,6 +44,24 @@ _IGNORED_KEYS = frozenset(
     exponential_decay_length_penalty suppress_tokens begin_suppress_tokens epsilon_cutoff
     eta_cutoff encoder_repetition_penalty
     """.split()
+)
+
+_BOOL_FIELDS = (
+    "use_cache",
+    "pre_norm",
+    "adapter_layer_norm",
+    "adapter_reuse_layer_norm",
+    "ln_before_adapter",
+    "is_decoder",
+    "add_cross_attention",
+    "tie_word_embeddings",
+)
+_FLOAT_FIELDS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "classifier_dropout",
+    "initializer_range",
+    "layer_norm_eps",
 )
 
 # Keys that do change the math: accepted only with the value this package implements.
@@ -215,7 +233,8 @@ class XmodConfig:
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, **overrides: Any) -> XmodConfig:
         """Read `folder/config.json` (transformers layout); keyword overrides win."""
-        path = os.path.join(os.fspath(folder), CONFIG_NAME)
+        folder = readable_folder(folder)  # a save killed mid-swap leaves the previous folder aside
+        path = os.path.join(folder, CONFIG_NAME)
         if not os.path.isfile(path):
             raise CheckpointError(f"no {CONFIG_NAME} in {os.fspath(folder)!r}")
         try:
@@ -230,7 +249,10 @@ class XmodConfig:
                 f"{path}: model_type {data.get('model_type')!r} is not an X-MOD checkpoint "
                 f"(expected {MODEL_TYPE!r})"
             )
-        return cls.from_dict(data, **overrides)
+        try:
+            return cls.from_dict(data, **overrides)
+        except (TypeError, ValueError) as e:  # a field of the wrong type or value
+            raise CheckpointError(f"{path}: {e}") from e
 
     def save_pretrained(
         self, folder: str | os.PathLike, architectures: Sequence[str] | None = None
@@ -263,9 +285,18 @@ class XmodConfig:
         ):
             value = getattr(self, name)
             need(
-                isinstance(value, int) and value > 0,
+                isinstance(value, int) and not isinstance(value, bool) and value > 0,
                 f"{name} must be a positive int, got {value!r}",
             )
+        # A string such as "false" would read as true: flags and rates must have their type.
+        for name in _BOOL_FIELDS:
+            value = getattr(self, name)
+            need(isinstance(value, bool), f"{name} must be true or false, got {value!r}")
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            optional = value is None and name == "classifier_dropout"
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            need(optional or number, f"{name} must be a number, got {value!r}")
         need(
             self.hidden_size % self.num_attention_heads == 0,
             f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
@@ -279,7 +310,7 @@ class XmodConfig:
             f"got {self.adapter_reduction_factor!r}",
         )
         need(
-            self.hidden_act in ACTIVATIONS,
+            isinstance(self.hidden_act, str) and self.hidden_act in ACTIVATIONS,
             f"hidden_act {self.hidden_act!r} is not supported; supported: {sorted(ACTIVATIONS)}",
         )
         need(
@@ -314,6 +345,20 @@ class XmodConfig:
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
             value = getattr(self, name)
             need(value is None or 0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value!r}")
+        eos = self.eos_token_id if isinstance(self.eos_token_id, tuple) else (self.eos_token_id,)
+        for name, ids, kinds in (
+            ("bos_token_id", (self.bos_token_id,), "an int"),
+            ("eos_token_id", eos, "an int or a list of ints"),
+        ):
+            need(
+                all(i is None or isinstance(i, int) and not isinstance(i, bool) for i in ids),
+                f"{name} must be {kinds} or None, got {getattr(self, name)!r}",
+            )
+        for f in dataclasses.fields(self):  # modules hold the config: jit hashes it
+            try:
+                hash(getattr(self, f.name))
+            except TypeError:
+                need(False, f"{f.name} has an unsupported value {getattr(self, f.name)!r}")
 
 
 def _check_math_keys(kwargs: dict[str, Any]) -> None:

@@ -35,12 +35,14 @@ def resolve_folder(path: str | os.PathLike) -> str:
         return path
     if os.path.exists(path) or not REPO_ID.match(path):
         raise CheckpointError(f"{path!r} is not a folder with config.json and weights")
+    # A name like "checkpoints/mine" may be a mistyped local path as well as a hub name.
+    no_folder = f"no local folder {path!r} (relative to {os.getcwd()})"
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise CheckpointError(
-            f"{path!r} is not a local folder; to fetch it from the Hugging Face hub install "
-            "huggingface_hub (pip install 'xmod-jax[hub]'), or pass a downloaded folder"
+            f"{no_folder}; to fetch it from the Hugging Face hub install huggingface_hub "
+            "(pip install 'xmod-jax[hub]'), or pass a downloaded folder"
         ) from None
     try:
         folder = snapshot_download(repo_id=path, allow_patterns=HUB_FILES)
@@ -49,8 +51,9 @@ def resolve_folder(path: str | os.PathLike) -> str:
     except Exception as e:  # network, authentication, unknown repository, ...
         reason = (str(e).strip().splitlines() or [""])[0]
         raise CheckpointError(
-            f"could not download {path!r} from the Hugging Face hub ({type(e).__name__}: "
-            f"{reason}); check the name and the network, or pass a downloaded folder"
+            f"{no_folder}, and as a hub name it could not be downloaded from the Hugging Face "
+            f"hub ({type(e).__name__}: {reason}); check the path, or the hub name and the "
+            "network"
         ) from None
     return folder
 

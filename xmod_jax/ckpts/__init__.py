@@ -1,6 +1,7 @@
 """Checkpoints: transformers folders and orbax params folders <-> (module, params).
 
 mapping.py       transformers state dict <-> params pytree (numpy arrays)
+fit.py           whether stored arrays fit a config.json, naming the field behind each size
 weights.py       safetensors and legacy torch `.bin` files
 orbax_params.py  orbax params folders (`config.json` + `params/`)
 loading.py       `from_pretrained` / `save_pretrained`: the loading policy

@@ -3,7 +3,8 @@
 Both directions stream: loading converts leaf by leaf into device arrays, orbax writes those
 arrays, and the safetensors writer produces one tensor at a time, so peak memory stays near one
 copy of the model. Each conversion writes into a temporary sibling folder that is synced and
-renamed into place (`checkpoint.atomic_folder`): a killed conversion leaves nothing that loads.
+swapped in for the destination (`atomic.atomic_folder`): a conversion killed at any instant
+leaves the previous destination (or none) or the complete new one, never a mix.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from xmod_jax.atomic import atomic_folder
+from xmod_jax.atomic import atomic_folder, readable_folder
+from xmod_jax.ckpts.loading import write_pretrained
 from xmod_jax.ckpts.orbax_params import orbax_params_metadata, save_orbax_params
 from xmod_jax.config import XmodConfig
 from xmod_jax.errors import CheckpointError
@@ -55,7 +57,7 @@ def hf_to_flax(
 
     dtype: storage dtype of the written params (default float32); head: class to load as.
     """
-    src = resolve_folder(src)
+    src = resolve_folder(readable_folder(src))
     cls = model_class(src, head)
     model, params = cls.from_pretrained(src, param_dtype=dtype or "float32", progress=progress)
     with atomic_folder(dst, overwrite) as tmp:
@@ -69,12 +71,13 @@ def flax_to_hf(
 ) -> dict[str, Any]:
     """orbax folder -> transformers folder (`config.json` + `model.safetensors`), keeping the
     stored dtype."""
+    src = readable_folder(src)
     if not os.path.isdir(os.path.join(src, "params")):
         raise CheckpointError(f"{src!r} is not an orbax folder (config.json + params/)")
     dtypes = {x.dtype for x in jax.tree.leaves(orbax_params_metadata(src))}
     dtype = dtypes.pop() if len(dtypes) == 1 else "float32"
     cls = model_class(src, head)
     model, params = cls.from_pretrained(src, param_dtype=dtype, progress=progress)
-    with atomic_folder(dst, overwrite) as tmp:
-        model.save_pretrained(tmp, params, progress=progress)
+    with atomic_folder(dst, overwrite) as tmp:  # from_pretrained gave the unrolled layout
+        write_pretrained(model, params, tmp, progress=progress)
     return {"model": cls.__name__, **parameter_summary(params)}

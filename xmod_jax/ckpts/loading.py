@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from xmod_jax.atomic import readable_folder, updated_folder
+from xmod_jax.ckpts.fit import hf_shape_hint, list_lines, params_fit_problems, state_hints
 from xmod_jax.ckpts.mapping import (
     Path,
     get_leaf,
@@ -29,15 +31,22 @@ from xmod_jax.ckpts.mapping import (
     iter_leaves,
     set_leaf,
 )
-from xmod_jax.ckpts.orbax_params import is_orbax_folder, load_orbax_params
+from xmod_jax.ckpts.orbax_params import ORBAX_PARAMS, is_orbax_folder, load_orbax_params
 from xmod_jax.ckpts.weights import (
     TensorStore,
     read_state_dict,
     write_safetensors,
 )
-from xmod_jax.config import XmodConfig
+from xmod_jax.config import CONFIG_NAME, XmodConfig
 from xmod_jax.errors import CheckpointError
-from xmod_jax.hub import SAFE_WEIGHTS_NAME, has_weight_files, resolve_folder
+from xmod_jax.hub import (
+    SAFE_INDEX_NAME,
+    SAFE_WEIGHTS_NAME,
+    TORCH_INDEX_NAME,
+    TORCH_WEIGHTS_NAME,
+    has_weight_files,
+    resolve_folder,
+)
 from xmod_jax.nn.axes import logical_axes
 from xmod_jax.nn.heads import ARCHITECTURES, HEAD_PARAMS, class_for
 from xmod_jax.nn.layouts import stack_layers, unstack_layers
@@ -49,6 +58,18 @@ ENCODER_PREFIX = "roberta."
 ENCODER_MODULES = ("embeddings.", "encoder.", "pooler.")
 HEAD_PREFIXES = tuple(f"{name}." for name in HEAD_PARAMS)
 LEGACY_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+# What `save_pretrained` replaces: the config and the weights of every layout (a stale file of
+# another layout would describe another model than the new config.json). Everything else stays.
+MODEL_FILES = (
+    CONFIG_NAME,
+    SAFE_WEIGHTS_NAME,
+    SAFE_INDEX_NAME,
+    "model-*-of-*.safetensors",
+    TORCH_WEIGHTS_NAME,
+    TORCH_INDEX_NAME,
+    "pytorch_model-*-of-*.bin",
+    ORBAX_PARAMS,
+)
 
 
 def is_head_key(key: str) -> bool:
@@ -86,9 +107,10 @@ def align_state_dict(
     return state.renamed(names), dropped
 
 
-def _format_shapes(entries: list[tuple[str, tuple, tuple]]) -> str:
+def _format_shapes(entries: list[tuple[str, tuple, tuple]], hints: dict[str, str]) -> str:
     return "\n".join(
-        f"  {key}: expected {list(exp)}, found {list(got)}" for key, exp, got in entries
+        f"  {key}: expected {list(exp)}, found {list(got)}{hints.get(key, '')}"
+        for key, exp, got in entries
     )
 
 
@@ -107,8 +129,8 @@ def load_pretrained(
     module_fields: dict[str, Any],
 ) -> tuple[XmodPreTrainedModule, Params]:
     """See `XmodPreTrainedModule.from_pretrained`."""
-    folder = resolve_folder(path)
-    config = XmodConfig.from_pretrained(folder)
+    folder = resolve_folder(readable_folder(path))  # a save killed mid-swap
+    config = stored_config = XmodConfig.from_pretrained(folder)  # what describes the files
     changed = {k: v for k, v in cls.config_defaults.items() if getattr(config, k) != v}
     if changed:
         logger.info("%s: %s sets %s", folder, cls.__name__, changed)
@@ -125,10 +147,14 @@ def load_pretrained(
         params = None
     else:
         saved = unstack_layers(load_orbax_params(folder))
-        if _same_shapes(saved, unrolled.param_shapes()):  # our own layout needs no conversion
+        want = unrolled.param_shapes()
+        if _same_shapes(saved, want):  # our own layout needs no conversion
+            problems = params_fit_problems(stored_config, saved, want, logical_axes(unrolled))
+            if problems:  # shapes fit, so only dtype classes can differ
+                raise CheckpointError(f"{folder}: corrupt orbax params:\n{list_lines(problems)}")
             params = jax.tree.map(to_device, saved)
         else:
-            state, params = orbax_as_hf_state(folder, config, saved), None
+            state, params = orbax_as_hf_state(folder, stored_config, saved), None
     if params is None:
         params = params_from_state(
             unrolled, folder, state, ignore_mismatched_sizes, seed, to_device, progress
@@ -142,13 +168,23 @@ def _same_shapes(tree: Params, shapes: Params) -> bool:
 
 
 def orbax_as_hf_state(folder: str, config: XmodConfig, saved: Params) -> TensorStore:
-    """Params saved for another head, renamed to transformers keys so the usual policy applies."""
+    """Params saved for another head, renamed to transformers keys so the usual policy applies.
+
+    `config` is the folder's config.json as written, which must describe `saved` exactly (the
+    converter writes both): anything else is refused naming the leaf, field and sizes.
+    """
     if not any(name in ARCHITECTURES for name in config.architectures or ()):
         raise CheckpointError(
             f"{folder}: the orbax params do not fit and config.json names no X-MOD architecture "
             "to convert them from"
         )
     source = class_for(config.architectures)(config)
+    problems = params_fit_problems(config, saved, source.param_shapes(), logical_axes(source))
+    if problems:
+        raise CheckpointError(
+            f"{folder}: config.json ({source.hf_architecture}) does not describe the orbax "
+            f"params:\n{list_lines(problems)}"
+        )
     specs = hf_tensor_specs(saved, logical_axes(source), config.languages)
     return TensorStore({key: produce for key, _, _, produce in specs})
 
@@ -164,7 +200,8 @@ def params_from_state(
 ) -> Params:
     """Convert a transformers-named state into `model`'s params under the loading policy."""
     config, name = model.config, type(model).__name__
-    shapes = jax.tree.map(lambda s: tuple(s.shape), model.param_shapes())
+    specs = model.param_shapes()
+    shapes = jax.tree.map(lambda s: tuple(s.shape), specs)
     axes = logical_axes(model)
     state, dropped = align_state_dict(state, config, "roberta" in shapes)
     with tqdm(
@@ -178,9 +215,17 @@ def params_from_state(
             bar.update(1)
             return to_device(leaf)
 
-        result = hf_to_params(state, shapes, axes, config.languages, finalize)
+        dtypes = jax.tree.map(lambda s: s.dtype, specs)
+        result = hf_to_params(state, shapes, axes, config.languages, finalize, dtypes)
 
     errors = []
+    if result.mistyped:
+        listed_types = "\n".join(
+            f"  {key}: {np.dtype(found)} data where a {want} weight belongs"
+            for entries in result.mistyped.values()
+            for key, want, found in entries
+        )
+        errors.append(f"tensors of another dtype class (a corrupt or wrong file):\n{listed_types}")
     bad_missing = {p: keys for p, keys in result.missing.items() if not _is_head_path(p)}
     if bad_missing:
         listed = "\n".join(
@@ -202,7 +247,14 @@ def params_from_state(
     if bad_mismatch:
         hint = " (head tensors: pass ignore_mismatched_sizes=True to re-initialise them)"
         hint = hint if any(p in head_mismatch for p in result.mismatched) else ""
-        errors.append(f"tensors with the wrong shape{hint}:\n{_format_shapes(bad_mismatch)}")
+        hints = {
+            key: hf_shape_hint(config, p, get_leaf(axes, p), shapes_of(shapes, p), exp, got)
+            for p, ws in result.mismatched.items()
+            for key, exp, got in ws
+        }
+        listed = _format_shapes(bad_mismatch, hints)
+        errors.append(f"tensors with the wrong shape{hint}:\n{listed}")
+    errors += state_hints(config, state) if errors else []
     if errors:
         raise CheckpointError(
             f"{folder}: checkpoint does not fit {name} with this config.json:\n" + "\n".join(errors)
@@ -259,13 +311,23 @@ def check_params(model: XmodPreTrainedModule, params: Params) -> None:
 def save_pretrained(
     model: XmodPreTrainedModule, params: Params, folder: str | os.PathLike, progress: bool = False
 ) -> None:
-    """See `XmodPreTrainedModule.save_pretrained`. Weights first, config last, each atomic;
-    tensors are converted and written one at a time."""
+    """See `XmodPreTrainedModule.save_pretrained`. The whole folder changes at once: the new
+    files are written into a temporary sibling, the folder's other files (tokenizer, model card,
+    the user's own) are linked in beside them, and the result is swapped in for `folder`
+    (`atomic.updated_folder`). A crash at any instant leaves the complete old folder or the
+    complete new one. `MODEL_FILES` (config and weights of every layout) are replaced."""
     if model.scan_layers:  # transformers files hold the unrolled layout
         model, params = model.clone(scan_layers=False), unstack_layers(params)
-    check_params(model, params)
-    folder = os.fspath(folder)
-    os.makedirs(folder, exist_ok=True)
+    check_params(model, params)  # before anything is written
+    with updated_folder(folder, replaces=MODEL_FILES) as tmp:
+        write_pretrained(model, params, tmp, progress)
+
+
+def write_pretrained(
+    model: XmodPreTrainedModule, params: Params, folder: str, progress: bool = False
+) -> None:
+    """Write `model.safetensors` and `config.json` of unrolled, checked params into a new folder
+    that the caller swaps into place; tensors are converted and written one at a time."""
     specs = hf_tensor_specs(params, logical_axes(model), model.config.languages)
     write_safetensors(os.path.join(folder, SAFE_WEIGHTS_NAME), specs, progress=progress)
     model.config.save_pretrained(folder, architectures=[model.hf_architecture])

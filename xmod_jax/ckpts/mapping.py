@@ -9,7 +9,9 @@ The whole mapping is three things:
   3. adapter stacking: leaves with a `lang` logical axis gather one transformers tensor per language
      (`...adapter_modules.<code>.dense1.weight`) along that axis, in `config.languages` order.
 Every transformers key is consumed at most once and every leaf filled exactly once; what is left
-over is reported, so the loader can decide what is an error.
+over is reported, so the loader can decide what is an error. So is a tensor of another dtype class
+than its leaf (`dtype_class`: integer data under a float weight's name is a corrupt or wrong file,
+where float32 / bfloat16 / float16 are only widths).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from xmod_jax.nn.layers import LANG_AXIS
@@ -36,12 +39,29 @@ ADAPTER_MODULE = "adapter_modules"
 
 @dataclasses.dataclass
 class ConversionResult:
-    """Filled leaves plus everything that did not fit: keys and (key, expected, found) shapes."""
+    """Filled leaves plus everything that did not fit: keys, (key, expected, found) shapes and
+    (key, expected dtype class, found dtype)."""
 
     params: dict[str, Any]
     missing: dict[Path, list[str]]  # leaf path -> transformers keys not found
     mismatched: dict[Path, list[tuple[str, tuple[int, ...], tuple[int, ...]]]]
     unexpected: list[str]
+    mistyped: dict[Path, list[tuple[str, str, np.dtype]]] = dataclasses.field(default_factory=dict)
+
+
+def dtype_class(dtype: Any) -> str:
+    """The class of a dtype: bool, integer, floating (ml_dtypes' too) or complex."""
+    dtype = np.dtype(dtype)
+    kinds = {"b": "bool", "i": "integer", "u": "integer", "f": "floating", "c": "complex"}
+    if dtype.kind in kinds:
+        return kinds[dtype.kind]
+    for info, name in ((ml_dtypes.finfo, "floating"), (ml_dtypes.iinfo, "integer")):
+        try:  # ml_dtypes' types (bfloat16, float8_*, int4) have numpy kind "V"
+            info(dtype)
+            return name
+        except ValueError:
+            pass
+    return dtype.kind
 
 
 def iter_leaves(tree: Mapping[str, Any], prefix: Path = ()) -> Iterator[tuple[Path, Any]]:
@@ -126,16 +146,20 @@ def hf_to_params(
     axes: Mapping[str, Any],
     languages: Sequence[str],
     finalize: Callable[[np.ndarray], Any] = lambda leaf: leaf,
+    dtypes: Mapping[str, Any] | None = None,
 ) -> ConversionResult:
     """Fill every leaf of `shapes` (a tree of shape tuples) from a transformers state dict.
 
     Tensors are looked up one leaf at a time and each finished leaf goes through `finalize`
-    (e.g. a copy to the device), so a lazily read `state` is never held in memory whole.
+    (e.g. a copy to the device), so a lazily read `state` is never held in memory whole. With
+    `dtypes` (a tree of the leaves' dtypes), a tensor of another `dtype_class` is not converted
+    but reported in `mistyped`.
     """
     consumed: set[str] = set()
     params: dict[str, Any] = {}
     missing: dict[Path, list[str]] = {}
     mismatched: dict[Path, list] = {}
+    mistyped: dict[Path, list] = {}
     for path, shape in iter_leaves(shapes):
         names = get_leaf(axes, path)
         keys = hf_keys(path, names, languages)
@@ -146,6 +170,13 @@ def hf_to_params(
             continue
         expected = hf_shape(path, shape, names, shapes)
         tensors = [state[k] for k in keys]
+        if dtypes is not None:
+            want = dtype_class(get_leaf(dtypes, path))
+            typed = [(k, want, t.dtype) for k, t in zip(keys, tensors, strict=True)]
+            typed = [entry for entry in typed if dtype_class(entry[2]) != want]
+            if typed:
+                mistyped[path] = typed
+                continue
         wrong = [(k, expected, t.shape) for k, t in zip(keys, tensors, strict=True)]
         wrong = [(k, want, tuple(got)) for k, want, got in wrong if tuple(got) != want]
         if wrong:
@@ -159,7 +190,8 @@ def hf_to_params(
             leaf = _from_hf(path, tensors[0], shape)
         del tensors
         set_leaf(params, path, finalize(leaf))
-    return ConversionResult(params, missing, mismatched, sorted(set(state) - consumed))
+    unexpected = sorted(set(state) - consumed)
+    return ConversionResult(params, missing, mismatched, unexpected, mistyped)
 
 
 def hf_tensor_specs(

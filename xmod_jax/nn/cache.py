@@ -108,7 +108,13 @@ def unstack_caches(stacked: XmodLayerCache) -> tuple[XmodLayerCache, ...]:
 
 
 def write_at(cached: jax.Array, new: jax.Array, index: jax.Array, axis: int) -> jax.Array:
-    """`cached` with `new` written at `index` along `axis` (the sequence axis)."""
+    """`cached` with `new` written at `index` along `axis` (the sequence axis); `cached`
+    unchanged when `new` does not fit (index + new length > cache length)."""
     start = [0] * cached.ndim
     start[axis] = index
-    return jax.lax.dynamic_update_slice(cached, new.astype(cached.dtype), start)
+    fits = index + new.shape[axis] <= cached.shape[axis]
+    # dynamic_update_slice clamps its start, so an overflowing write would land on the last
+    # positions: write back what the same (clamped) window already holds instead.
+    new = new.astype(cached.dtype)
+    held = jax.lax.dynamic_slice(cached, start, new.shape)
+    return jax.lax.dynamic_update_slice(cached, jnp.where(fits, new, held), start)

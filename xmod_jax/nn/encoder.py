@@ -384,7 +384,8 @@ class XmodModel(XmodPreTrainedModule):
         )
         new_cache = None
         if cache is not None:
-            # Writing past the end would overwrite the last positions: poison instead of lying.
+            # A call past the end wrote nothing (`write_at` keeps every cached position as it
+            # was) and its outputs are poisoned instead of lying; the index still advances.
             last = jnp.where(index + length > cache.max_length, jnp.nan, last)
             new_cache = XmodCache(
                 layers=extras.cache,

@@ -26,7 +26,7 @@ def read_spm_model(
     data: bytes, name: str
 ) -> tuple[list[tuple[str, float]], bytes, list[tuple[str, int, bool]]]:
     """Fairseq vocabulary, character map and literal tokens of a sentencepiece model file."""
-    pieces, trainer, normalizer = [], b"", b""
+    pieces, trainer, normalizer = [], None, None
     try:
         for number, value in _fields(data):
             if number == 1:
@@ -35,9 +35,14 @@ def read_spm_model(
                 trainer = value
             elif number == 3:
                 normalizer = value
+        if trainer is None or normalizer is None:
+            # sentencepiece writes both after the pieces: a file cut between two pieces would
+            # otherwise read as a smaller vocabulary.
+            raise ValueError("no trainer and normalizer specs after the pieces; truncated?")
         model_type = dict(_fields(trainer)).get(3, UNIGRAM)
         charsmap = dict(_fields(normalizer)).get(2, b"")
-    except (IndexError, ValueError, struct.error, UnicodeDecodeError) as e:
+    except (IndexError, ValueError, TypeError, AttributeError, struct.error) as e:
+        # TypeError / AttributeError: a field of the wrong wire type (an int for a message).
         raise CheckpointError(f"{name} is not a sentencepiece model ({e})") from None
     if model_type != UNIGRAM:
         kind = {2: "BPE", 3: "word", 4: "char"}.get(model_type, str(model_type))
@@ -91,6 +96,17 @@ def read_tokenizer_json(
             data = json.load(f)
     except ValueError as e:
         raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+    try:
+        return _tokenizer_json_parts(data, path)
+    except CheckpointError:
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError) as e:  # base64 errors included
+        raise CheckpointError(f"{path}: not a transformers tokenizer.json ({e!r})") from None
+
+
+def _tokenizer_json_parts(
+    data: Any, path: str
+) -> tuple[list[tuple[str, float]], bytes, list[tuple[str, int, bool]]]:
     model = data.get("model") or {}
     if model.get("type") != "Unigram" or not isinstance(model.get("vocab"), list):
         raise CheckpointError(

@@ -19,16 +19,17 @@ needed. Outputs hold int32 numpy arrays `input_ids` and `attention_mask`, both [
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import sentencepiece as spm
 
-from xmod_jax.atomic import atomic_write_bytes
+from xmod_jax.atomic import readable_folder, updated_folder
 from xmod_jax.errors import CheckpointError
 from xmod_jax.hub import REPO_ID, resolve_folder
 from xmod_jax.text.normalizer import PrecompiledNormalizer
@@ -145,35 +146,42 @@ class XmodTokenizer:
         if model_max_length is None:
             model_max_length = _config_max_length(folder)
         spm_path = os.path.join(folder, SPM_FILE)
-        if os.path.isfile(spm_path):
-            return cls(model_file=spm_path, model_max_length=model_max_length)
         json_path = os.path.join(folder, TOKENIZER_FILE)
+        if os.path.isfile(spm_path):
+            with _naming(spm_path):
+                return cls(model_file=spm_path, model_max_length=model_max_length)
         if os.path.isfile(json_path):
             vocab, charsmap, added = read_tokenizer_json(json_path)
-            return cls(
-                vocab=vocab,
-                charsmap=charsmap,
-                added_tokens=added,
-                model_max_length=model_max_length,
-            )
+            with _naming(json_path):
+                return cls(
+                    vocab=vocab,
+                    charsmap=charsmap,
+                    added_tokens=added,
+                    model_max_length=model_max_length,
+                )
         raise CheckpointError(
             f"no tokenizer in {folder!r}: looked for {SPM_FILE} and {TOKENIZER_FILE}; copy the "
             "tokenizer files of the checkpoint (e.g. FacebookAI/xlm-roberta-base) into it"
         )
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Writes sentencepiece.bpe.model and tokenizer_config.json, loadable by transformers;
-        each file atomically (a temporary sibling renamed into place), like the weights."""
-        os.makedirs(folder, exist_ok=True)
+        """Writes sentencepiece.bpe.model and tokenizer_config.json, loadable by transformers.
+
+        Like the weights, the folder changes at once (`atomic.updated_folder`): the two files are
+        written into a temporary sibling beside links to the folder's other files, which is
+        swapped in, so a crash at any instant leaves the complete old or new folder.
+        """
         model = self._model_bytes if self._model_bytes is not None else self._spm_file_proto()
-        atomic_write_bytes(os.path.join(folder, SPM_FILE), model)
         config = {
             "tokenizer_class": "XLMRobertaTokenizer",
             "model_max_length": self.model_max_length,
             "mask_token": MASK_TOKEN,
         }
         text = json.dumps(config, indent=2) + "\n"
-        atomic_write_bytes(os.path.join(folder, TOKENIZER_CONFIG_FILE), text.encode())
+        with updated_folder(folder) as tmp:
+            for name, data in ((SPM_FILE, model), (TOKENIZER_CONFIG_FILE, text.encode())):
+                with open(os.path.join(tmp, name), "wb") as f:
+                    f.write(data)
 
     def _spm_file_proto(self) -> bytes:
         """An XLM-R style sentencepiece model: `<unk> <s> </s>`, then fairseq ids 4.. less one."""
@@ -410,14 +418,22 @@ def as_text_batch(texts: Any, name: str) -> list[str]:
     """`texts` as a non-empty list of str; a single str is a batch of one."""
     if isinstance(texts, str):
         return [texts]
+    if isinstance(texts, bytes | bytearray | memoryview):  # a Sequence too, of ints
+        raise TypeError(f"{name} is {_bytes_hint(texts)}")
     if not isinstance(texts, Sequence):
         raise TypeError(f"{name} must be a str or a list of str, got {type(texts).__name__}")
     if not texts:
         raise ValueError(f"{name} is empty; pass a str or a non-empty list of str")
     for i, text in enumerate(texts):
+        if isinstance(text, bytes | bytearray | memoryview):
+            raise TypeError(f"{name}[{i}] is {_bytes_hint(text)}")
         if not isinstance(text, str):
             raise TypeError(f"{name}[{i}] is a {type(text).__name__}, not a str")
     return list(texts)
+
+
+def _bytes_hint(value: bytes | bytearray | memoryview) -> str:
+    return f"{type(value).__name__}, not str: decode the bytes first, e.g. .decode('utf-8')"
 
 
 def _check_option(name: str, value: Any, choices: tuple[str, ...]) -> str:
@@ -459,7 +475,7 @@ def _truncate(
 
 def _resolve_folder(path: str | os.PathLike) -> str:
     """The local folder for `path`: a folder, or a hub name fetched by `xmod_jax.hub`."""
-    path = os.fspath(path)
+    path = readable_folder(path)  # a save killed mid-swap leaves the previous folder aside
     if os.path.isdir(path):
         return path
     if os.path.isfile(path):
@@ -474,8 +490,20 @@ def _resolve_folder(path: str | os.PathLike) -> str:
     return resolve_folder(path)
 
 
+@contextlib.contextmanager
+def _naming(path: str) -> Iterator[None]:
+    """A ValueError about the vocabulary read from `path` becomes a CheckpointError naming it."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
 def _config_max_length(folder: str) -> int:
-    """`model_max_length` from the folder's tokenizer_config.json when set and sane, else 512."""
+    """`model_max_length` from the folder's tokenizer_config.json, else 512 (also for
+    transformers' "no limit", int(1e30)); a value of another type raises naming the file."""
     path = os.path.join(folder, TOKENIZER_CONFIG_FILE)
     if not os.path.isfile(path):
         return DEFAULT_MAX_LENGTH
@@ -484,8 +512,14 @@ def _config_max_length(folder: str) -> int:
             config = json.load(f)
     except ValueError as e:
         raise CheckpointError(f"{path} is not valid JSON ({e}); fix or delete it") from None
-    value = config.get("model_max_length") if isinstance(config, dict) else None
-    # transformers writes int(1e30) for "no limit"; that is not a usable length.
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 10**9:
-        return value
-    return DEFAULT_MAX_LENGTH
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    value = config.get("model_max_length")
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if value is None or (number and value >= 10**9):
+        return DEFAULT_MAX_LENGTH  # transformers writes int(1e30) for "no limit"
+    if not (isinstance(value, int) and number and value > 0):
+        raise CheckpointError(
+            f"{path}: model_max_length must be a positive int, got {value!r}; fix or delete it"
+        )
+    return value
