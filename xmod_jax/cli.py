@@ -8,25 +8,36 @@
 
 Also runs as `python -m xmod_jax.cli`. Texts come from the arguments, else from `--input FILE`
 (`-` is stdin), else from stdin, one per line. `--model` is a folder or a hub name. Progress bars
-go to stderr when it is a terminal. Bad input exits with status 1 and one line on stderr
-(`xmod-jax: error: ...`); usage errors exit with status 2 (argparse).
+go to stderr when it is a terminal.
+
+Every failure is one line on stderr, `xmod-jax: error: ...`, never a traceback: bad input and
+any `OSError` (naming the file and the reason: a missing or unwritable path, a full disk) exit
+with status 1, usage errors with status 2. Destinations are checked before any weight is read.
+A closed stdout (`xmod-jax fill-mask ... | head -1`) ends quietly with status 141, as a Unix tool
+killed by SIGPIPE does; Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import os
 import re
 import resource
+import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from xmod_jax import pipelines
+from xmod_jax.atomic import atomic_path
 from xmod_jax.ckpts.folders import flax_to_hf, hf_to_flax
 from xmod_jax.ckpts.mapping import iter_leaves
 from xmod_jax.config import XmodConfig
@@ -37,6 +48,11 @@ from xmod_jax.nn.module import Params, XmodPreTrainedModule
 from xmod_jax.text.tokenizer import XmodTokenizer
 
 PROG = "xmod-jax"
+STDOUT = "standard output"  # the OSError.filename of a failed write to stdout
+# A closed stdout ends the command quietly with the status a shell reports for a process killed
+# by SIGPIPE (128 + 13), as `yes | head -1` does: `set -o pipefail` scripts see the same thing
+# for us as for any Unix tool, and the cut is not reported as success.
+CLOSED_STDOUT_STATUS = 128 + signal.SIGPIPE
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Parameter groups of `info`, by leaf path: the first match wins, the rest is "other".
 PARAM_GROUPS = (
@@ -59,19 +75,36 @@ GROUP_ORDER = (  # as printed
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line `argv` (default `sys.argv[1:]`) -> exit status."""
-    args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:  # CheckpointError: ValueError
-        message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        print(f"{PROG}: error: {message or type(e).__name__}", file=sys.stderr)
+        args = _parse(argv)
+        status = args.run(args)
+        _say(flush=True)  # a full disk or closed pipe on stdout fails here, not at exit
+        return status
+    except (ValueError, OSError) as e:  # CheckpointError: ValueError
+        if isinstance(e, BrokenPipeError) and e.filename == STDOUT:
+            _silence_stdout()
+            return CLOSED_STDOUT_STATUS
+        print(f"{PROG}: error: {_describe(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line, like every other error (status 2)."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{PROG}: error: {message}; see {self.prog} --help\n")
+
+    def print_help(self, file: Any = None) -> None:
+        if file is None:  # argparse would swallow a closed stdout; end as every command does
+            _say(self.format_help().rstrip("\n"))
+        else:
+            super().print_help(file)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -119,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------- commands
 def run_convert(args: argparse.Namespace) -> int:
     progress, start = _progress(args), time.perf_counter()
+    _check_destination(args.dst, folder=True, overwrite=args.overwrite)
     if args.direction == "hf-to-flax":
         summary = hf_to_flax(
             args.src,
@@ -133,7 +167,7 @@ def run_convert(args: argparse.Namespace) -> int:
             args.src, args.dst, head=args.head, overwrite=args.overwrite, progress=progress
         )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(
+    _say(
         f"wrote {args.dst}: {summary['model']}, {summary['parameters']:,} parameters, "
         f"{summary['bytes'] / 2**30:.2f} GiB {'/'.join(summary['dtypes'])}, "
         f"{time.perf_counter() - start:.1f} s, peak RSS {peak:.2f} GiB"
@@ -142,6 +176,8 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def run_fill_mask(args: argparse.Namespace) -> int:
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be positive, got {args.top_k}")
     model, params, tokenizer, texts = _load(args, "fill-mask", XmodForMaskedLM)
     results = pipelines.fill_mask(
         model,
@@ -154,19 +190,19 @@ def run_fill_mask(args: argparse.Namespace) -> int:
         progress=_progress(args),
     )
     for text, masks in zip(texts, results, strict=True):
-        print(text)
+        _say(text)
         for m, prediction in enumerate(masks, start=1):
             for rank, (token, score) in enumerate(
                 zip(prediction.tokens, prediction.scores, strict=True), start=1
             ):
-                print(f"  mask {m}  {rank}. {token!r} {score:.4f}")
+                _say(f"  mask {m}  {rank}. {token!r} {score:.4f}")
     return 0
 
 
 def run_embed(args: argparse.Namespace) -> int:
     if args.texts and args.input is not None:
         raise ValueError("pass texts as arguments or with --input, not both")
-    model, params, tokenizer, texts = _load(args, "embed", XmodModel)
+    model, params, tokenizer, texts = _load(args, "embed", XmodModel, output=args.output)
     vectors = pipelines.embed(
         model,
         params,
@@ -177,8 +213,8 @@ def run_embed(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=_progress(args),
     )
-    np.save(args.output, vectors)
-    print(f"wrote {args.output}: {vectors.shape[0]} x {vectors.shape[1]} float32")
+    _write_npy(args.output, vectors)
+    _say(f"wrote {args.output}: {vectors.shape[0]} x {vectors.shape[1]} float32")
     return 0
 
 
@@ -189,29 +225,29 @@ def run_info(args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, **cls.config_defaults)
     shapes = cls(config).param_shapes()  # eval_shape: nothing is allocated
     groups = parameter_groups(shapes)
-    print(f"model: {cls.__name__} ({args.model})")
-    print(
+    _say(f"model: {cls.__name__} ({args.model})")
+    _say(
         f"config: hidden {config.hidden_size}, {config.num_hidden_layers} layers, "
         f"{config.num_attention_heads} heads, intermediate {config.intermediate_size}, "
         f"vocabulary {config.vocab_size}, max positions {config.max_position_embeddings}, "
         f"adapter bottleneck {config.adapter_size} (reduction {config.adapter_reduction_factor})"
     )
     flags = ("pre_norm", "adapter_layer_norm", "adapter_reuse_layer_norm", "ln_before_adapter")
-    print("flags: " + ", ".join(f"{name}={getattr(config, name)}" for name in flags))
-    print(f"languages ({config.num_languages}): {', '.join(config.languages)}")
-    print(f"default language: {config.default_language}")
+    _say("flags: " + ", ".join(f"{name}={getattr(config, name)}" for name in flags))
+    _say(f"languages ({config.num_languages}): {', '.join(config.languages)}")
+    _say(f"default language: {config.default_language}")
     if cls.uses_labels:
-        print(f"labels ({config.num_labels}): {', '.join(config.id2label)}")
-    print("parameters:")
+        _say(f"labels ({config.num_labels}): {', '.join(config.id2label)}")
+    _say("parameters:")
     total = groups.pop("total")
     for name, (count, _) in groups.items():
         line = f"  {name:<18} {count:>14,}"
         if name == "language adapters":
             line += f"  ({count // config.num_languages:,} per language)"
-        print(line)
+        _say(line)
     count, nbytes = total
     dtypes = "/".join(sorted({str(leaf.dtype) for leaf in jax.tree.leaves(shapes)}))
-    print(f"  {'total':<18} {count:>14,}  {nbytes:,} bytes {dtypes} ({nbytes / 2**30:.2f} GiB)")
+    _say(f"  {'total':<18} {count:>14,}  {nbytes:,} bytes {dtypes} ({nbytes / 2**30:.2f} GiB)")
     return 0
 
 
@@ -231,8 +267,14 @@ def parameter_groups(shapes: Params) -> dict[str, tuple[int, int]]:
 
 
 # ----------------------------------------------------------------------------------- helpers
-def _load(args: argparse.Namespace, command: str, cls: type[XmodPreTrainedModule]):
-    """Checks the config, language and texts, then loads -> (model, params, tokenizer, texts).
+def _load(
+    args: argparse.Namespace,
+    command: str,
+    cls: type[XmodPreTrainedModule],
+    output: str | None = None,
+):
+    """Checks the config, language, texts and `output` file, then loads -> (model, params,
+    tokenizer, texts).
 
     Cheap checks come first, so bad input fails before any weight is read.
     """
@@ -251,6 +293,8 @@ def _load(args: argparse.Namespace, command: str, cls: type[XmodPreTrainedModule
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     texts = _read_texts(args)
+    if output is not None:
+        _check_destination(output, folder=False)
     tokenizer = XmodTokenizer.from_pretrained(folder)
     fields = {"add_pooling_layer": False} if cls is XmodModel else {}  # embed needs no pooler
     model, params = cls.from_pretrained(
@@ -263,13 +307,18 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
     """The TEXT arguments, else the lines of --input (- is stdin), else the lines of stdin."""
     if args.texts:
         return list(args.texts)
-    if args.input not in (None, "-"):
-        with open(args.input, encoding="utf-8") as f:
-            texts = f.read().splitlines()
-        where = args.input
-    else:
-        texts = sys.stdin.read().splitlines()
-        where = "stdin"
+    try:
+        if args.input not in (None, "-"):
+            where = args.input
+            with open(args.input, encoding="utf-8") as f:
+                texts = f.read().splitlines()
+        else:
+            where = "stdin"
+            if sys.stdin is None:  # started with stdin closed (`<&-`)
+                raise ValueError("stdin is closed; pass TEXT arguments or --input")
+            texts = sys.stdin.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not texts:
         raise ValueError(f"no input texts in {where}; pass TEXT arguments, --input or stdin lines")
     return texts
@@ -277,6 +326,102 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 
 def _progress(args: argparse.Namespace) -> bool:
     return not args.no_progress and sys.stderr.isatty()
+
+
+# ------------------------------------------------------------------------- files and stdout
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit:  # --help exits from here: its text must reach stdout (or fail) now
+        _say(flush=True)
+        raise
+
+
+def _say(*lines: str, flush: bool = False) -> None:
+    """Prints `lines` to stdout; a failed write raises OSError with filename `STDOUT`."""
+    try:
+        if lines:
+            if sys.stdout is None:  # started with stdout closed (`>&-`)
+                raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+            print(*lines, sep="\n")
+        if flush and sys.stdout is not None:
+            sys.stdout.flush()
+    except OSError as e:
+        raise _naming(e, STDOUT) from e
+
+
+def _silence_stdout() -> None:
+    """Points a broken stdout at /dev/null: the interpreter flushes what is still buffered at
+    exit, and would print "Exception ignored ... BrokenPipeError" when that fails."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file descriptor (None, in-process)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _describe(e: BaseException) -> str:
+    """One line for an error: `FILE: reason` for an OSError from the system, else its message."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        where = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+        return f"{where}: {e.strerror}"
+    message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    return message or type(e).__name__
+
+
+def _naming(e: OSError, path: str) -> OSError:
+    """`e` (its errno and reason) naming `path`, as the system would have named it."""
+    return OSError(e.errno, e.strerror or str(e), os.fspath(path))
+
+
+def _check_destination(path: str, *, folder: bool, overwrite: bool = True) -> None:
+    """Fails now, naming `path`, if a file (`folder=False`) or folder could not be written there,
+    so that the command does not read weights or compute first.
+
+    A folder's missing parents are made by the writer (`atomic_folder`); a file's are not. The
+    check opens a nameless temporary file where the writer will put its own.
+    """
+    path = os.fspath(path)
+    if folder and os.path.lexists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    if not folder:
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if os.path.exists(path) and not os.access(path, os.W_OK):  # not replaced behind its back
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        if os.path.exists(path) and not os.path.isfile(path):  # a device or pipe: written as is
+            return
+    parent = os.path.dirname(os.path.abspath(path))
+    while folder and not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.exists(parent):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    if not os.path.isdir(parent):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+    try:
+        tempfile.TemporaryFile(dir=parent).close()
+    except OSError as e:  # permissions, a read-only file system, ...
+        raise _naming(e, path) from e
+
+
+def _write_npy(path: str, array: np.ndarray) -> None:
+    """Saves `array` to `path` exactly (`np.save` would append ".npy" to a name without it).
+
+    A regular file is written through a temporary sibling and renamed into place, so a failed
+    write (a full disk) leaves no partial file and any old one whole; a device or pipe
+    (`/dev/stdout`) is written directly. Failures raise OSError naming `path`.
+    """
+    try:
+        if os.path.exists(path) and not os.path.isfile(path):
+            with open(path, "wb") as f:
+                np.save(f, array)
+        else:
+            with atomic_path(os.path.realpath(path)) as tmp, open(tmp, "wb") as f:
+                np.save(f, array)
+    except OSError as e:
+        raise _naming(e, path) from e
 
 
 if __name__ == "__main__":
