@@ -97,7 +97,7 @@ def make_train_step(
         loss, grads = jax.value_and_grad(compute_loss)(trainable, frozen, batch, rng)
         updates, opt_state = tx.update(grads, state.opt_state, trainable)
         params = merge(optax.apply_updates(trainable, updates), frozen)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
         return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
     return jax.jit(train_step, donate_argnums=0)
