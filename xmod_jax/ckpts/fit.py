@@ -147,6 +147,12 @@ def list_lines(lines: list[str]) -> str:
     return "\n".join(f"  {line}" for line in shown) + (f"\n  ... and {more} more" if more else "")
 
 
+def mistyped_line(name: str, found: Any, want_class: str) -> str:
+    """`name: int64 data where a floating weight belongs`, for a stored array of another
+    `dtype_class` than its leaf."""
+    return f"{name}: {np.dtype(found)} data where a {want_class} weight belongs"
+
+
 def _leaf(path: Path) -> str:
     return "/".join(path)
 
@@ -192,8 +198,6 @@ def params_fit_problems(
                 )
         stored_class, want_class = dtype_class(have[path].dtype), dtype_class(spec.dtype)
         if stored_class != want_class:
-            problems.append(
-                f"{_leaf(path)}: {np.dtype(have[path].dtype)} data where a {want_class} "
-                "weight belongs (a corrupt or wrong file)"
-            )
+            line = mistyped_line(_leaf(path), have[path].dtype, want_class)
+            problems.append(f"{line} (a corrupt or wrong file)")
     return problems

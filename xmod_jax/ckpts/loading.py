@@ -21,7 +21,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from xmod_jax.atomic import readable_folder, updated_folder
-from xmod_jax.ckpts.fit import hf_shape_hint, list_lines, params_fit_problems, state_hints
+from xmod_jax.ckpts.fit import (
+    hf_shape_hint,
+    list_lines,
+    mistyped_line,
+    params_fit_problems,
+    state_hints,
+)
 from xmod_jax.ckpts.mapping import (
     Path,
     get_leaf,
@@ -221,7 +227,7 @@ def params_from_state(
     errors = []
     if result.mistyped:
         listed_types = "\n".join(
-            f"  {key}: {np.dtype(found)} data where a {want} weight belongs"
+            f"  {mistyped_line(key, found, want)}"
             for entries in result.mistyped.values()
             for key, want, found in entries
         )
