@@ -15,10 +15,11 @@ class TrainCheckpoints:
     """Orbax checkpoints of a `TrainState` in `directory/<step>`.
 
     Keeps the newest `keep_last` and the `keep_best` best by `metric` (`mode` "max" or "min")
-    through orbax's preservation policies. Saves are asynchronous by default: training goes on
-    while the arrays are written; call `wait_until_finished()` (or use the object as a context
-    manager) before exiting. Orbax writes each step into a temporary directory and renames it
-    when complete, so an interrupted save never replaces the last good checkpoint.
+    through orbax's preservation policies (`keep_best=0`: the newest only, no metric). Saves are
+    asynchronous by default: training goes on while the arrays are written; call
+    `wait_until_finished()` (or use the object as a context manager) before exiting. Orbax writes
+    each step into a temporary directory and renames it when complete, so an interrupted save
+    never replaces the last good checkpoint.
     """
 
     def __init__(
@@ -35,23 +36,24 @@ class TrainCheckpoints:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         policies = ocp.checkpoint_managers
-        policy = policies.AnyPreservationPolicy(
-            [
-                policies.LatestN(n=keep_last),
+        keep: list = [policies.LatestN(n=keep_last)]
+        ranking = {}
+        if keep_best:
+            keep.append(
                 policies.BestN(
                     get_metric_fn=lambda metrics: metrics[metric],
                     reverse=mode == "min",
                     n=keep_best,
                     keep_checkpoints_without_metrics=False,
-                ),
-            ]
-        )
+                )
+            )
+            # best_fn also makes orbax store the metrics
+            ranking = {"best_fn": lambda metrics: metrics[metric], "best_mode": mode}
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy,
-            best_fn=lambda metrics: metrics[metric],  # also makes orbax store the metrics
-            best_mode=mode,
+            preservation_policy=policies.AnyPreservationPolicy(keep),
             enable_async_checkpointing=async_save,
             create=True,
+            **ranking,
         )
         self.metric = metric
         self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)

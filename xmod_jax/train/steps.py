@@ -26,6 +26,7 @@ from xmod_jax.nn.losses import IGNORE_INDEX, loss_for
 from xmod_jax.train.freezing import TRAINABLE
 
 TARGET_KEYS = ("labels", "start_positions", "end_positions")
+PREPARE_STREAM = 1  # `prepare_batch` draws from fold_in(step key, 1); dropout from the step key
 Batch = dict[str, Any]
 
 
@@ -76,11 +77,14 @@ def make_train_step(
     tx: optax.GradientTransformation,
     labels: Any,
     loss_fn: Callable[[Any, Batch], jax.Array] | None = None,
+    prepare_batch: Callable[[Batch, jax.Array], Batch] | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     """A jitted `train_step(state, batch) -> (state, {"loss", "grad_norm"})` (state donated).
 
     labels: the freezing label tree the optimizer was built with (`freeze_labels`).
     loss_fn: `(outputs, batch) -> loss`; defaults to the head's transformers loss.
+    prepare_batch: `(batch, key) -> batch`, run inside the step with a key of its own per step
+    (e.g. dynamic MLM masking, `xmod_jax.train.pretraining`).
     """
     loss_fn = loss_fn or loss_for(model)
 
@@ -94,6 +98,8 @@ def make_train_step(
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         trainable, frozen = partition(state.params, labels)
         rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        if prepare_batch is not None:
+            batch = prepare_batch(batch, jax.random.fold_in(rng, PREPARE_STREAM))
         loss, grads = jax.value_and_grad(compute_loss)(trainable, frozen, batch, rng)
         updates, opt_state = tx.update(grads, state.opt_state, trainable)
         params = merge(optax.apply_updates(trainable, updates), frozen)

@@ -1,0 +1,298 @@
+"""X-MOD pre-training: masked language modelling with one adapter per language.
+
+  make_pretrain_step   jitted MLM train step: dynamic masking inside jit, the vocabulary
+                       projection at the masked positions only, the loss on them
+  HeldOutMLM           per-language held-out sets with fixed masks: top-1 accuracy, perplexity,
+                       the unigram baseline, and the text-language x adapter loss matrix
+  PretrainConfig       steps, batch, schedule, evaluation and checkpoint cadence
+  pretrain             the loop: orbax checkpoints, exact resume, progress bar, log.jsonl,
+                       host data time as a fraction of step time
+
+Every batch mixes languages (`mlm_data.MixedLanguageBatches`): each row is routed to its own
+adapter in one compiled call, which is the point of X-MOD. All parameters train during
+pre-training (the paper freezes nothing then); the optimizer is `make_optimizer(freeze=None)`,
+AdamW with RoBERTa's betas (0.9, 0.98), linear warmup and linear decay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from xmod_jax.nn.losses import IGNORE_INDEX
+from xmod_jax.train.checkpoints import TrainCheckpoints
+from xmod_jax.train.freezing import freeze_labels
+from xmod_jax.train.masking import MaskingSpec, mask_tokens
+from xmod_jax.train.mlm_data import MixedLanguageBatches
+from xmod_jax.train.optim import make_optimizer
+from xmod_jax.train.steps import TrainState, make_train_step
+
+Batch = dict[str, Any]
+
+
+def masking_transform(spec: MaskingSpec) -> Callable[[Batch, jax.Array], Batch]:
+    """`(batch, key) -> batch` that masks `input_ids` and adds `logits_positions` and `labels`."""
+
+    def prepare(batch: Batch, key: jax.Array) -> Batch:
+        masked, positions, labels = mask_tokens(key, batch["input_ids"], spec)
+        return {**batch, "input_ids": masked, "logits_positions": positions, "labels": labels}
+
+    return prepare
+
+
+def make_pretrain_step(
+    model: Any, tx: optax.GradientTransformation, labels: Any, spec: MaskingSpec
+):
+    """`train_step(state, batch) -> (state, {"loss", "grad_norm"})` on unmasked packed rows
+    (`MixedLanguageBatches.batch`); masks are drawn inside jit from the state's key and step."""
+    return make_train_step(model, tx, labels, prepare_batch=masking_transform(spec))
+
+
+def make_mlm_eval_step(model: Any):
+    """Jitted `(params, batch) -> per-row {"loss_sum", "correct", "count"}` (float32 / int32 [B])
+    for a batch that already holds masked `input_ids`, `logits_positions` and `labels` [B, K]."""
+
+    def eval_step(params: Any, batch: Batch) -> dict[str, jax.Array]:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = model.apply({"params": params}, **inputs).logits.astype(jnp.float32)
+        labels = batch["labels"]
+        keep = labels != IGNORE_INDEX
+        safe = jnp.where(keep, labels, 0)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
+        correct = (jnp.argmax(logits, -1) == safe) & keep
+        return {
+            "loss_sum": jnp.sum(jnp.where(keep, losses, 0.0), axis=1),
+            "correct": jnp.sum(correct, axis=1),
+            "count": jnp.sum(keep, axis=1),
+        }
+
+    return jax.jit(eval_step)
+
+
+class HeldOutMLM:
+    """Fixed-mask held-out MLM sets, one per language.
+
+    rows: {code: int [N, S]} packed held-out rows; masks are drawn once from `seed`, so every
+    evaluation scores the same positions. `evaluate(params)` gives, per code, "loss" (mean
+    cross-entropy over masked tokens), "perplexity" (its exp), "accuracy" (top-1) and "tokens".
+    `adapter=` routes every language through one adapter instead of its own.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        rows: dict[str, np.ndarray],
+        spec: MaskingSpec,
+        *,
+        pad_id: int,
+        batch_size: int = 32,
+        seed: int = 1234,
+    ) -> None:
+        self.model = model
+        self.config = model.config
+        self.batch_size = batch_size
+        self.spec = spec
+        self.sets: dict[str, Batch] = {}
+        mask = jax.jit(lambda key, ids: mask_tokens(key, ids, spec))
+        for n, (code, ids) in enumerate(sorted(rows.items())):
+            masked, positions, labels = mask(jax.random.key(seed + n), jnp.asarray(ids))
+            self.sets[code] = {
+                "input_ids": np.asarray(masked),
+                "attention_mask": (ids != pad_id).astype(np.int32),
+                "logits_positions": np.asarray(positions),
+                "labels": np.asarray(labels),
+            }
+        self._eval_step = make_mlm_eval_step(model)
+
+    def evaluate(self, params: Any, adapter: str | None = None) -> dict[str, dict[str, float]]:
+        results = {}
+        for code, data in self.sets.items():
+            lang_id = self.config.lang_ids(adapter or code)
+            totals = {"loss_sum": 0.0, "correct": 0, "count": 0}
+            n = len(data["input_ids"])
+            for start in range(0, n, self.batch_size):
+                stop = min(start + self.batch_size, n)
+                batch = _padded({k: v[start:stop] for k, v in data.items()}, self.batch_size)
+                batch["lang_ids"] = np.full(self.batch_size, lang_id, np.int32)
+                out = jax.device_get(self._eval_step(params, batch))
+                for key in totals:
+                    totals[key] += out[key][: stop - start].sum()
+            loss = totals["loss_sum"] / max(totals["count"], 1)
+            results[code] = {
+                "loss": float(loss),
+                "perplexity": float(math.exp(min(loss, 50.0))),
+                "accuracy": float(totals["correct"] / max(totals["count"], 1)),
+                "tokens": int(totals["count"]),
+            }
+        return results
+
+    def adapter_matrix(self, params: Any) -> tuple[list[str], list[str], np.ndarray]:
+        """(text codes, adapter codes, loss float [T, A]): every held-out language scored through
+        every adapter of the model."""
+        texts = list(self.sets)
+        adapters = list(self.config.languages)
+        matrix = np.zeros((len(texts), len(adapters)))
+        for j, adapter in enumerate(adapters):
+            scores = self.evaluate(params, adapter=adapter)
+            matrix[:, j] = [scores[code]["loss"] for code in texts]
+        return texts, adapters, matrix
+
+    def unigram_baseline(self, train_rows: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+        """Per language: "accuracy" of always predicting the language's most frequent training
+        token at the masked positions, and "perplexity" of its (add-one) unigram distribution."""
+        specials = set(self.spec.special_ids) | {self.spec.mask_id}
+        results = {}
+        for code, data in self.sets.items():
+            counts = np.bincount(train_rows[code].ravel(), minlength=self.spec.vocab_size)
+            counts = counts.astype(np.float64)
+            counts[list(specials)] = 0
+            probs = (counts + 1) / (counts + 1).sum()
+            targets = data["labels"][data["labels"] != IGNORE_INDEX]
+            results[code] = {
+                "accuracy": float(np.mean(targets == np.argmax(counts))),
+                "perplexity": float(np.exp(-np.mean(np.log(probs[targets])))),
+            }
+        return results
+
+
+def _padded(batch: Batch, size: int) -> Batch:
+    """Pad the leading axis to `size` by repeating the first row (its results are dropped)."""
+    n = len(next(iter(batch.values())))
+    if n == size:
+        return batch
+    return {k: np.concatenate([v, np.repeat(v[:1], size - n, axis=0)]) for k, v in batch.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """The loop's budget and cadence (batch size and sequence length live in the batches)."""
+
+    steps: int
+    learning_rate: float = 1e-3
+    warmup_steps: int = 500
+    weight_decay: float = 0.01
+    clip_norm: float | None = 1.0
+    eval_every: int = 500
+    checkpoint_every: int = 250
+    log_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps <= self.warmup_steps:
+            raise ValueError(f"steps ({self.steps}) must exceed warmup_steps ({self.warmup_steps})")
+        for name in ("eval_every", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def make_pretrain_optimizer(params: Any, config: PretrainConfig) -> optax.GradientTransformation:
+    """AdamW over every parameter, warmup then linear decay to 0 at `config.steps`."""
+    return make_optimizer(
+        params,
+        learning_rate=config.learning_rate,
+        freeze=None,
+        warmup_steps=config.warmup_steps,
+        total_steps=config.steps,
+        clip_norm=config.clip_norm,
+        weight_decay=config.weight_decay,
+    )
+
+
+def pretrain(
+    model: Any,
+    params: Any,
+    batches: MixedLanguageBatches,
+    spec: MaskingSpec,
+    config: PretrainConfig,
+    workdir: str | os.PathLike,
+    *,
+    held_out: HeldOutMLM | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> tuple[TrainState, list[dict[str, Any]]]:
+    """Pre-train from `params`, or resume from the latest checkpoint in `workdir/checkpoints`.
+
+    Writes `workdir/log.jsonl`: one record per `log_every` steps (mean loss, tokens/s, host data
+    time as a fraction of the wall time) and per evaluation (per-language held-out metrics). A
+    resumed run replays the same batches and masks, so it ends bit-identical to an uninterrupted
+    one.
+    `stop_after` ends the call after that many steps of this call (the schedule still spans
+    `config.steps`). Returns the final state and the log records of this call.
+    """
+    from tqdm.auto import tqdm
+
+    workdir = os.fspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    tx = make_pretrain_optimizer(params, config)
+    labels = freeze_labels(params, ((".*", "trainable"),))
+    step_fn = make_pretrain_step(model, tx, labels, spec)
+    # a copy: the step donates its state, and the caller keeps `params`
+    state = TrainState.create(jax.tree.map(jnp.array, params), tx, seed=config.seed)
+    log_path = os.path.join(workdir, "log.jsonl")
+    records: list[dict[str, Any]] = []
+    with TrainCheckpoints(
+        os.path.join(workdir, "checkpoints"), keep_last=2, keep_best=0, metric="loss", mode="min"
+    ) as checkpoints:
+        if checkpoints.latest_step() is not None:
+            state = checkpoints.restore(jax.eval_shape(lambda: state))
+        start = int(state.step)
+        _truncate_log(log_path, start)
+        stop = config.steps if stop_after is None else min(config.steps, start + stop_after)
+        tokens_per_step = batches.batch_size * batches.seq_len
+        window = {"loss": [], "data": 0.0, "t0": time.perf_counter()}
+        bar = tqdm(range(start, stop), desc="pre-training", disable=not progress, initial=start,
+                   total=config.steps)  # fmt: skip
+        for step in bar:
+            t_data = time.perf_counter()
+            batch = batches.batch(step)
+            window["data"] += time.perf_counter() - t_data
+            state, metrics = step_fn(state, batch)
+            window["loss"].append(metrics["loss"])
+            done = step + 1
+            if done % config.log_every == 0 or done == stop:
+                losses = [float(x) for x in window["loss"]]  # waits for the device
+                elapsed = time.perf_counter() - window["t0"]
+                record = {
+                    "step": done,
+                    "loss": float(np.mean(losses)),
+                    "tokens_per_s": tokens_per_step * len(losses) / elapsed,
+                    "data_fraction": window["data"] / elapsed,
+                    "time": time.time(),
+                }
+                records.append(record)
+                _append_log(log_path, record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}")
+                window = {"loss": [], "data": 0.0, "t0": time.perf_counter()}
+            if held_out is not None and (done % config.eval_every == 0 or done == config.steps):
+                record = {"step": done, "eval": held_out.evaluate(state.params)}
+                records.append(record)
+                _append_log(log_path, record)
+                window["t0"] = time.perf_counter()  # evaluation is not step time
+            if done % config.checkpoint_every == 0 or done == stop:
+                checkpoints.save(state)
+    return state, records
+
+
+def _append_log(path: str, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(path: str, step: int) -> None:
+    """Drop records past `step` (written after the checkpoint a resumed run starts from)."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(kept)
