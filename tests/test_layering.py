@@ -1,7 +1,7 @@
 """The package's layers import one way only, and nothing imports in a cycle.
 
     config / errors / atomic / hub / activations  <-  nn  <-  {ckpts, train, decoding}
-        <-  pipelines  <-  cli;                        text stands alone (no jax, no flax)
+        <-  {pipelines, parallel}  <-  cli;            text stands alone (no jax, no flax)
 
 Every `import` counts, at module level or inside a function. The one allowed upward edge is
 `Model.from_pretrained` / `save_pretrained` in `nn/module.py` calling into `ckpts/loading.py`.
@@ -14,7 +14,16 @@ import pathlib
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "xmod_jax"
 LEAVES = {"config", "errors", "atomic", "hub", "activations"}
-RANKS = {"leaf": 0, "nn": 1, "ckpts": 2, "train": 2, "decoding": 2, "pipelines": 3, "cli": 4}
+RANKS = {
+    "leaf": 0,
+    "nn": 1,
+    "ckpts": 2,
+    "train": 2,
+    "decoding": 2,
+    "pipelines": 3,
+    "parallel": 3,
+    "cli": 4,
+}
 TEXT_USERS = {"pipelines", "cli"}  # text stands beside the stack: it uses leaves only
 ALLOWED_UPWARD = {("xmod_jax.nn.module", "xmod_jax.ckpts.loading")}
 ML_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax")

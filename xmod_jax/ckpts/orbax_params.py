@@ -35,12 +35,16 @@ def save_orbax_params(folder: str, params: Any) -> None:
         checkpointer.save(path, args=ocp.args.StandardSave(params))
 
 
-def load_orbax_params(folder: str) -> Any:
-    """The params tree of `folder/params`, as saved (arrays on the default device)."""
+def load_orbax_params(folder: str, like: Any = None) -> Any:
+    """The params tree of `folder/params`, as saved (arrays on the default device).
+
+    like: a tree of `jax.ShapeDtypeStruct`s with shardings; each device then reads only its own
+    shards, whatever mesh the params were saved from.
+    """
     path = os.path.join(os.path.abspath(folder), ORBAX_PARAMS)
     try:
         with _checkpointer() as checkpointer:
-            return checkpointer.restore(path, args=ocp.args.StandardRestore())
+            return checkpointer.restore(path, args=ocp.args.StandardRestore(like))
     except Exception as e:  # orbax and tensorstore raise many types
         raise CheckpointError(f"{path}: unreadable orbax checkpoint ({e})") from e
 

@@ -26,6 +26,7 @@ from xmod_jax.nn.cache import (
     unstack_caches,
     write_at,
 )
+from xmod_jax.nn.constraints import RESIDUAL_AXES, constrain
 from xmod_jax.nn.inputs import ModelInputs
 from xmod_jax.nn.layers import (
     Embed,
@@ -196,6 +197,7 @@ class XmodLayer(XmodModule):
         ctx: LayerContext,
     ) -> tuple[jax.Array, LayerOutput]:
         kw, deterministic = self.inherited, self.deterministic
+        x = constrain(x, RESIDUAL_AXES)  # [B, T, D]
         self_kv = None if cache is None else (cache.key, cache.value)
         a, probs, (key, value) = XmodAttention(self.config, name="attention", **kw)(
             x,
@@ -232,7 +234,8 @@ class XmodLayer(XmodModule):
             cross_attentions=cross_probs,
             cache=None if cache is None else XmodLayerCache(key, value, *cross_kv),
         )
-        return (y if pre_norm else output.norm(y)), extras
+        y = y if pre_norm else output.norm(y)
+        return constrain(y, RESIDUAL_AXES), extras
 
 
 class XmodEncoder(XmodModule):

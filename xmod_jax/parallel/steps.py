@@ -1,0 +1,74 @@
+"""Train, eval and forward steps jitted over a mesh: the same function on one device or many.
+
+The wrappers take the library's steps as they are (`make_train_step`, `make_pretrain_step`,
+`make_eval_step`, or any `(params, batch) -> outputs`) and jit them with input and output
+shardings: the state or params where the rules put them, the batch split along its batch axis.
+They trace under the mesh and the rules, so the one activation constraint in the modules (the
+residual stream between layers split by batch, `nn.layers.RESIDUAL_AXES`) takes effect; the
+compiler propagates the rest. Results equal the single-device ones to float rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+from jax.sharding import Mesh
+
+from xmod_jax.nn.constraints import activation_rules
+from xmod_jax.parallel.rules import Rules
+from xmod_jax.parallel.shard import batch_sharding, check_batch, replicated
+
+Batch = dict[str, Any]
+
+
+def shard_train_step(
+    train_step: Callable[[Any, Batch], tuple[Any, dict[str, jax.Array]]],
+    state_shardings: Any,
+    mesh: Mesh,
+    rules: Rules,
+) -> Callable[[Any, Batch], tuple[Any, dict[str, jax.Array]]]:
+    """`train_step(state, batch) -> (state, metrics)` jitted on `mesh`, the state donated.
+
+    state_shardings: `train_state_shardings(...)`; the state must already be placed by them
+    (`shard(state, state_shardings)`). Host batches are split on the way in; metrics come out
+    replicated.
+    """
+    jitted = jax.jit(
+        train_step,
+        in_shardings=(state_shardings, batch_sharding(mesh)),
+        out_shardings=(state_shardings, replicated(mesh)),
+        donate_argnums=0,
+    )
+
+    def step(state: Any, batch: Batch) -> tuple[Any, dict[str, jax.Array]]:
+        check_batch(batch, mesh)
+        with _mesh_and_rules(mesh, rules):
+            return jitted(state, batch)
+
+    return step
+
+
+def shard_forward(
+    fn: Callable[[Any, Batch], Any], params_shardings: Any, mesh: Mesh, rules: Rules
+) -> Callable[[Any, Batch], Any]:
+    """`fn(params, batch) -> outputs` (an eval step, or `model.apply` around a batch) jitted on
+    `mesh`; the compiler chooses the outputs' shardings."""
+    jitted = jax.jit(fn, in_shardings=(params_shardings, batch_sharding(mesh)))
+
+    def forward(params: Any, batch: Batch) -> Any:
+        check_batch(batch, mesh)
+        with _mesh_and_rules(mesh, rules):
+            return jitted(params, batch)
+
+    return forward
+
+
+@contextlib.contextmanager
+def _mesh_and_rules(mesh: Mesh, rules: Rules) -> Iterator[None]:
+    """`mesh` as the current mesh and `rules` for the modules' activation constraints, for
+    tracing (jax allows `set_mesh` only outside `jit`, so the calls run inside it)."""
+    with jax.set_mesh(mesh), activation_rules(rules):
+        yield
