@@ -1,6 +1,7 @@
-"""Measurements on 8 simulated CPU devices, run by `test_parallel.py` in a subprocess.
+"""Measurements on 8 simulated CPU devices, run by `test_parallel.py` in subprocesses.
 
-`python tests/parallel_checks.py DIR`, with XLA_FLAGS=--xla_force_host_platform_device_count=8,
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/parallel_checks.py DIR [CHECK]
+
 prints one JSON object: raw measurements only (differences against plain single-device runs,
 shard shapes and bytes, error messages, shardings as strings); every judgement is made by the
 tests.
@@ -281,24 +282,35 @@ def check_checkpoints(workdir: str) -> dict:
     return results
 
 
-def main(workdir: str) -> None:
+def check_example() -> dict:
+    """`examples/train_sharded.py`, as its `main` runs it, minus the printing."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples"))
+    import train_sharded
+
+    result = train_sharded.run(quiet=True)
+    _, params = train_sharded.build_model()
+    return {**result, "params_total": sum(int(x.nbytes) for x in jax.tree.leaves(params))}
+
+
+def main(workdir: str, names: list[str]) -> None:
     assert jax.device_count() == 8, "run with XLA_FLAGS=--xla_force_host_platform_device_count=8"
     run = Pretraining()
     checks = {
         "forward": check_forward,
         "train": lambda: check_train(run),
-        "resume": lambda: check_resume(run, workdir),
+        "resume": lambda: check_resume(run, workdir),  # after "train": reuses its compilations
         "bytes": check_bytes,
         "errors": check_errors,
         "checkpoints": lambda: check_checkpoints(workdir),
+        "example": check_example,
     }
     results = {}
-    for name, check in checks.items():
+    for name in names or checks:
         start = time.perf_counter()
-        results[name] = check()
+        results[name] = checks[name]()
         print(f"{name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     print(json.dumps(results))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])

@@ -32,24 +32,35 @@ TOLERANCE = 1e-5
 FLOAT32 = 4
 
 
+# Two processes, about equally long, run side by side (each compilation is single-threaded).
+CHECK_GROUPS = [["train", "resume", "errors"], ["forward", "bytes", "checkpoints", "example"]]
+
+
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory) -> dict:
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    workdir = tmp_path_factory.mktemp("parallel")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "parallel_checks.py"), str(workdir)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    errors = [line for line in result.stderr.splitlines() if "Involuntary" not in line]
-    assert result.returncode == 0, "\n".join(errors[-40:])
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    script = str(ROOT / "tests" / "parallel_checks.py")
+    processes = [
+        subprocess.Popen(
+            [sys.executable, script, str(tmp_path_factory.mktemp("parallel")), *group],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for group in CHECK_GROUPS
+    ]
+    results = {}
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=600)
+        errors = [line for line in stderr.splitlines() if "Involuntary" not in line]
+        assert process.returncode == 0, "\n".join(errors[-40:])
+        results.update(json.loads(stdout.strip().splitlines()[-1]))
+    return results
 
 
 # ---------------------------------------------------------------- expected splits, by hand
@@ -240,3 +251,16 @@ def test_one_device_mesh_forward_is_the_plain_forward():
     shardings = xp.params_shardings(params, model, mesh, rules)
     sharded = xp.shard_forward(forward, shardings, mesh, rules)(xp.shard(params, shardings), batch)
     np.testing.assert_array_equal(sharded, jax.jit(forward)(params, batch))
+
+
+def test_sharded_example_learns_and_shrinks_what_each_device_holds(measured):
+    example = measured["example"]
+    losses, held, total = example["losses"], example["bytes"], example["params_total"]
+    assert example["devices"] == 8
+    assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 0.15  # the loss really falls
+    assert example["accuracy"] > 0.75  # chance is 0.5
+    params = {name: sizes["params"] for name, sizes in held.items()}
+    assert params["data 8x1x1"] == total  # replicated
+    assert params["fsdp 1x8x1"] < total / 7  # all but the few leaves without an embed axis
+    assert total / 4 < params["fsdp_tensor 2x2x2"] < total / 3  # 4-way, two data replicas
+    assert params["fsdp_tensor (lang over fsdp) 1x4x2"] < total / 6
