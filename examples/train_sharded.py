@@ -92,7 +92,7 @@ def run(steps: int = 300, batch_size: int = 32, quiet: bool = False) -> dict:
         total = sum(x.nbytes for x in jax.tree.leaves(params))
         print(f"{jax.device_count()} devices; params {total:,} bytes in all. Held per device:")
         for name, sizes in held.items():
-            print(f"  {name:<30} params {sizes['params']:>9,}  optimizer {sizes['opt_state']:>9,}")
+            print(f"  {name:<36} params {sizes['params']:>9,}  optimizer {sizes['opt_state']:>9,}")
         print(
             f"fine-tuned on {layout_name(*TRAIN_LAYOUT)}: loss {np.mean(losses[:10]):.3f} -> "
             f"{np.mean(losses[-10:]):.3f}, held-out accuracy {accuracy:.3f}"

@@ -1,10 +1,10 @@
 """Sharding (`xmod_jax.parallel`): results equal one device's, parameters really split, uneven
 splits refused by name, checkpoints restored onto other mesh shapes, sharded resume exact.
 
-The multi-device checks need 8 devices, and every other test one: they run once, in a
-subprocess with 8 simulated CPU devices (`parallel_checks.py`, about 50 s on 2 cores), which
-prints raw measurements; the judgements, and the expected splits (written out by hand from the
-presets below), are here.
+The multi-device checks need 8 devices, and every other test one: they run in subprocesses with
+8 simulated CPU devices (`parallel_checks.py`; two processes side by side, about 40 s on 2 idle
+cores, 55 s on a busy machine), which print raw measurements. The judgements, and the expected
+splits (written out by hand from the presets), are here.
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ FLOAT32 = 4
 
 
 # Two processes, about equally long, run side by side (each compilation is single-threaded).
-CHECK_GROUPS = [["train", "resume", "errors"], ["forward", "bytes", "checkpoints", "example"]]
+CHECK_GROUPS = [
+    ["train", "resume", "errors", "readme"],
+    ["forward", "bytes", "checkpoints", "example"],
+]
 
 
 @pytest.fixture(scope="module")
@@ -264,3 +267,10 @@ def test_sharded_example_learns_and_shrinks_what_each_device_holds(measured):
     assert params["fsdp 1x8x1"] < total / 7  # all but the few leaves without an embed axis
     assert total / 4 < params["fsdp_tensor 2x2x2"] < total / 3  # 4-way, two data replicas
     assert params["fsdp_tensor (lang over fsdp) 1x4x2"] < total / 6
+
+
+def test_readme_snippet_trains_saves_and_resumes_on_another_mesh(measured):
+    readme = measured["readme"]
+    assert np.isfinite(readme["loss"]) and readme["step"] == 1
+    assert readme["query_mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+    assert readme["query_spec"] == "P('fsdp', None, None)"
