@@ -15,6 +15,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from xmod_jax.nn.axes import params_axes
@@ -89,18 +90,29 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def check_batch(batch: dict[str, Any], mesh: Mesh) -> None:
-    """Raise unless every batch entry's leading axis splits evenly over `BATCH_AXES`."""
+    """Raise unless every batch entry's leading axis splits evenly over `BATCH_AXES` (host
+    arrays count once per process: each process passes its own rows)."""
     for key, value in batch.items():
         shape = getattr(value, "shape", ())
         if not shape:
             raise ValueError(f"batch[{key!r}] is a scalar; every batch entry needs a batch axis")
-        _check_split(f"batch[{key!r}]", "batch axis", shape[0], mesh, BATCH_AXES)
+        rows = shape[0] if isinstance(value, jax.Array) else shape[0] * jax.process_count()
+        _check_split(f"batch[{key!r}]", "batch axis", rows, mesh, BATCH_AXES)
 
 
 def shard_batch(batch: dict[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
-    """Place a host batch on the mesh, split along the batch axis (one process)."""
+    """Place a batch on the mesh, split along the batch axis. Host arrays are this process's
+    rows (`jax.make_array_from_process_local_data`; with one process, the whole batch); device
+    arrays are global already and only moved."""
     check_batch(batch, mesh)
-    return jax.device_put(batch, batch_sharding(mesh))
+    sharding = batch_sharding(mesh)
+
+    def place(value: Any) -> jax.Array:
+        if isinstance(value, jax.Array):
+            return jax.device_put(value, sharding)
+        return jax.make_array_from_process_local_data(sharding, np.asarray(value))
+
+    return {key: place(value) for key, value in batch.items()}
 
 
 def shard(tree: Tree, shardings: Tree) -> Tree:

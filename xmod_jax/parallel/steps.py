@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from xmod_jax.nn.constraints import activation_rules
 from xmod_jax.parallel.rules import Rules
-from xmod_jax.parallel.shard import batch_sharding, check_batch, replicated
+from xmod_jax.parallel.shard import batch_sharding, replicated, shard_batch
 
 Batch = dict[str, Any]
 
@@ -33,8 +33,8 @@ def shard_train_step(
     """`train_step(state, batch) -> (state, metrics)` jitted on `mesh`, the state donated.
 
     state_shardings: `train_state_shardings(...)`; the state must already be placed by them
-    (`shard(state, state_shardings)`). Host batches are split on the way in; metrics come out
-    replicated.
+    (`shard(state, state_shardings)`). Batches go through `shard_batch` (host arrays: this
+    process's rows); metrics come out replicated.
     """
     jitted = jax.jit(
         train_step,
@@ -44,7 +44,7 @@ def shard_train_step(
     )
 
     def step(state: Any, batch: Batch) -> tuple[Any, dict[str, jax.Array]]:
-        check_batch(batch, mesh)
+        batch = shard_batch(batch, mesh)
         with _mesh_and_rules(mesh, rules):
             return jitted(state, batch)
 
@@ -59,7 +59,7 @@ def shard_forward(
     jitted = jax.jit(fn, in_shardings=(params_shardings, batch_sharding(mesh)))
 
     def forward(params: Any, batch: Batch) -> Any:
-        check_batch(batch, mesh)
+        batch = shard_batch(batch, mesh)
         with _mesh_and_rules(mesh, rules):
             return jitted(params, batch)
 
