@@ -16,5 +16,5 @@ Axis legend, used in every einsum and shape comment of this package:
   outputs.py   output dataclasses
   axes.py      logical axis names of every parameter
   layouts.py   unrolled <-> scanned parameter layouts
-  constraints.py  the activation sharding constraint, off unless `xmod_jax.parallel` sets rules
+  constraints.py  sharding constraints, off unless `xmod_jax.parallel` sets rules
 """

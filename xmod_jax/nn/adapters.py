@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from xmod_jax.activations import ACTIVATIONS
+from xmod_jax.nn.constraints import constrain
 from xmod_jax.nn.layers import LANG_AXIS, XmodModule, constant_init, normal_init, take_rows
 from xmod_jax.nn.options import ROUTINGS
 
@@ -92,6 +93,11 @@ ROUTES = {
 assert tuple(ROUTES) == ROUTINGS, "every routing named in nn/options.py has a route here"
 
 
+def _gathered(names: tuple[str | None, ...]) -> tuple[str | None, ...]:
+    """A stacked table's axis names with `lang` and `embed` whole; `adapter` as the rules say."""
+    return tuple(None if n in (LANG_AXIS, "embed") else n for n in names)
+
+
 class LanguageDense(XmodModule, kw_only=True):
     """A Linear per language: kernel [L, in, out], bias [L, out]; example b uses row lang_ids[b]."""
 
@@ -106,6 +112,10 @@ class LanguageDense(XmodModule, kw_only=True):
         bias = self.param(
             "bias", constant_init(0.0, bias_axes), (shape[0], shape[2]), self.param_dtype
         )
+        # Whole along `lang` and `embed` inside the step, as FSDP gathers every weight: rows
+        # picked from split tables would be rebuilt whole on every device (`nn.constraints`).
+        kernel = constrain(kernel, _gathered(kernel_axes))
+        bias = constrain(bias, _gathered(bias_axes))
         route = ROUTES[self.options.routing]
         return route(x.astype(self.dtype), kernel, bias, lang_ids, (kernel_axes, bias_axes))
 

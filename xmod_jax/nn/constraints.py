@@ -1,9 +1,16 @@
-"""Activation sharding constraints, off unless `xmod_jax.parallel` turns them on.
+"""Sharding constraints inside the modules, off unless `xmod_jax.parallel` turns them on.
 
-The one constraint that matters: the residual stream between layers, `RESIDUAL_AXES` ([B, T, D]
-split by batch only). Without it the compiler may split activations like the FSDP-sharded
-weights (along D) and all-reduce every layer norm's statistics. `constrain` is the identity
-unless the caller has entered `activation_rules(rules)` (and set a mesh with `jax.set_mesh`).
+They matter for FSDP, where the weights are split along D and the batch over the same devices:
+- the residual stream between layers, `RESIDUAL_AXES` ([B, T, D] split by batch only). Without
+  it the compiler splits activations like the weights (along D) and all-reduces every layer
+  norm's statistics;
+- tables whose rows are picked by id, the embeddings (`layers.Embed`) and the stacked language
+  adapters (`adapters.LanguageDense`), are made whole along D and L before the lookup, as FSDP
+  gathers every weight (tensor-parallel axes stay split). Looked up in a split table, the rows
+  come out split along D and are rebuilt whole, global batch included, on every device (XLA
+  warns "Involuntary full rematerialization").
+`constrain` is the identity unless the caller has entered `activation_rules(rules)` (and set a
+mesh with `jax.set_mesh`).
 
 Why not flax's own `nn.logical_axis_rules` context: under it flax also constrains every boxed
 parameter as it is read, and `nn.DenseGeneral` applies the 3-axis names of our attention

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from xmod_jax.config import XmodConfig
+from xmod_jax.nn.constraints import constrain
 from xmod_jax.nn.options import RuntimeOptions
 
 Dtype = Any
@@ -149,7 +150,9 @@ class Embed(nn.Module):
 
     def __call__(self, ids: jax.Array) -> jax.Array:
         """ids: int [...] -> [..., D] in `dtype`."""
-        rows = take_rows(self.embedding, ids)
+        # Whole inside the step, as FSDP gathers every weight: rows looked up in a split table
+        # would be rebuilt whole on every device, global batch included (`nn.constraints`).
+        rows = take_rows(constrain(self.embedding, (None, None)), ids)
         if self.padding_idx is not None:
             rows = jnp.where(
                 (ids == self.padding_idx)[..., None], jax.lax.stop_gradient(rows), rows

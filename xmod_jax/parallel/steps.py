@@ -3,9 +3,9 @@
 The wrappers take the library's steps as they are (`make_train_step`, `make_pretrain_step`,
 `make_eval_step`, or any `(params, batch) -> outputs`) and jit them with input and output
 shardings: the state or params where the rules put them, the batch split along its batch axis.
-They trace under the mesh and the rules, so the one activation constraint in the modules (the
-residual stream between layers split by batch, `nn.layers.RESIDUAL_AXES`) takes effect; the
-compiler propagates the rest. Results equal the single-device ones to float rounding.
+They trace under the mesh and the rules, so the constraints in the modules take effect
+(`nn.constraints`: the residual stream split by batch, looked-up tables whole); the compiler
+propagates the rest. Results equal the single-device ones to float rounding.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def shard_forward(
 
 @contextlib.contextmanager
 def _mesh_and_rules(mesh: Mesh, rules: Rules) -> Iterator[None]:
-    """`mesh` as the current mesh and `rules` for the modules' activation constraints, for
+    """`mesh` as the current mesh and `rules` for the modules' sharding constraints, for
     tracing (jax allows `set_mesh` only outside `jit`, so the calls run inside it)."""
     with jax.set_mesh(mesh), activation_rules(rules):
         yield
