@@ -7,8 +7,8 @@ each sharding preset and prints the parameter and optimizer-state bytes that eac
 holds, counted from its shards. Then it fine-tunes on a `data 2 x fsdp 2 x tensor 2` mesh (the
 synthetic sentiment task of `finetune_classification.py`, paper freezing, English lang ids) and
 evaluates the held-out accuracy with a sharded eval step. The same code runs on one device, or
-on 8 real ones: only the mesh changes. On a 2-core CPU it takes about 20 s; the loss falls from
-0.69 to about 0.3.
+on 8 real ones: only the mesh changes. On a 2-core CPU it takes about 25 s; measured there, the
+loss (mean of 10 steps) falls from 0.69 to 0.46 and held-out accuracy is 0.87 (chance: 0.5).
 """
 
 from __future__ import annotations
