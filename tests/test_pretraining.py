@@ -293,3 +293,15 @@ def test_pretrain_config_refuses_bad_budgets():
         PretrainConfig(steps=10, warmup_steps=10)
     with pytest.raises(ValueError, match="eval_every"):
         PretrainConfig(steps=10, warmup_steps=1, eval_every=0)
+
+
+def test_held_out_masks_are_all_mask_tokens(setup):
+    model, _, held, _ = setup
+    held_out = HeldOutMLM(model, held, SPEC, pad_id=PAD)
+    for code, data in held_out.sets.items():
+        used = data["labels"] != IGNORE_INDEX
+        shown = np.take_along_axis(data["input_ids"], data["logits_positions"], axis=1)
+        assert used.sum() > 0 and np.all(shown[used] == SPEC.mask_id), code
+        unpicked = np.ones_like(data["input_ids"], bool)
+        np.put_along_axis(unpicked, data["logits_positions"], ~used, axis=1)
+        np.testing.assert_array_equal(data["input_ids"][unpicked], held[code][unpicked])

@@ -83,9 +83,12 @@ class HeldOutMLM:
     """Fixed-mask held-out MLM sets, one per language.
 
     rows: {code: int [N, S]} packed held-out rows; masks are drawn once from `seed`, so every
-    evaluation scores the same positions. `evaluate(params)` gives, per code, "loss" (mean
-    cross-entropy over masked tokens), "perplexity" (its exp), "accuracy" (top-1) and "tokens".
-    `adapter=` routes every language through one adapter instead of its own.
+    evaluation scores the same positions. `spec.rate` of the tokens are picked as in training,
+    but every picked token becomes `<mask>` (no random or kept ones, which a model could score
+    by copying its input). `evaluate(params)` gives, per code, "loss" (mean cross-entropy over
+    masked tokens), "perplexity" (its exp), "accuracy" (top-1) and "tokens". `adapter=` routes
+    every language through one adapter instead of its own. All languages share the batches,
+    each row through its own adapter.
     """
 
     def __init__(
@@ -101,7 +104,7 @@ class HeldOutMLM:
         self.model = model
         self.config = model.config
         self.batch_size = batch_size
-        self.spec = spec
+        self.spec = spec = dataclasses.replace(spec, mask_fraction=1.0, random_fraction=0.0)
         self.sets: dict[str, Batch] = {}
         mask = jax.jit(lambda key, ids: mask_tokens(key, ids, spec))
         for n, (code, ids) in enumerate(sorted(rows.items())):
@@ -112,40 +115,51 @@ class HeldOutMLM:
                 "logits_positions": np.asarray(positions),
                 "labels": np.asarray(labels),
             }
+        self.codes = list(self.sets)
+        self._rows = {k: np.concatenate([d[k] for d in self.sets.values()]) for k in _MLM_KEYS}
+        self._owner = np.concatenate(
+            [np.full(len(d["input_ids"]), i) for i, d in enumerate(self.sets.values())]
+        )
         self._eval_step = make_mlm_eval_step(model)
 
+    def _row_scores(self, params: Any, lang_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Per held-out row (all languages together, in batches): loss sum, correct, count."""
+        n = len(lang_ids)
+        parts = []
+        for start in range(0, n, self.batch_size):
+            stop = min(start + self.batch_size, n)
+            batch = {k: v[start:stop] for k, v in self._rows.items()}
+            batch["lang_ids"] = lang_ids[start:stop]
+            out = jax.device_get(self._eval_step(params, _padded(batch, self.batch_size)))
+            parts.append({k: v[: stop - start] for k, v in out.items()})
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
     def evaluate(self, params: Any, adapter: str | None = None) -> dict[str, dict[str, float]]:
+        own = np.asarray(self.config.lang_ids(self.codes), np.int32)[self._owner]
+        lang_ids = own if adapter is None else np.full_like(own, self.config.lang_ids(adapter))
+        scores = self._row_scores(params, lang_ids)
         results = {}
-        for code, data in self.sets.items():
-            lang_id = self.config.lang_ids(adapter or code)
-            totals = {"loss_sum": 0.0, "correct": 0, "count": 0}
-            n = len(data["input_ids"])
-            for start in range(0, n, self.batch_size):
-                stop = min(start + self.batch_size, n)
-                batch = _padded({k: v[start:stop] for k, v in data.items()}, self.batch_size)
-                batch["lang_ids"] = np.full(self.batch_size, lang_id, np.int32)
-                out = jax.device_get(self._eval_step(params, batch))
-                for key in totals:
-                    totals[key] += out[key][: stop - start].sum()
-            loss = totals["loss_sum"] / max(totals["count"], 1)
+        for i, code in enumerate(self.codes):
+            mine = self._owner == i
+            count = int(scores["count"][mine].sum())
+            loss = float(scores["loss_sum"][mine].sum() / max(count, 1))
             results[code] = {
-                "loss": float(loss),
+                "loss": loss,
                 "perplexity": float(math.exp(min(loss, 50.0))),
-                "accuracy": float(totals["correct"] / max(totals["count"], 1)),
-                "tokens": int(totals["count"]),
+                "accuracy": float(scores["correct"][mine].sum() / max(count, 1)),
+                "tokens": count,
             }
         return results
 
     def adapter_matrix(self, params: Any) -> tuple[list[str], list[str], np.ndarray]:
         """(text codes, adapter codes, loss float [T, A]): every held-out language scored through
         every adapter of the model."""
-        texts = list(self.sets)
         adapters = list(self.config.languages)
-        matrix = np.zeros((len(texts), len(adapters)))
+        matrix = np.zeros((len(self.codes), len(adapters)))
         for j, adapter in enumerate(adapters):
             scores = self.evaluate(params, adapter=adapter)
-            matrix[:, j] = [scores[code]["loss"] for code in texts]
-        return texts, adapters, matrix
+            matrix[:, j] = [scores[code]["loss"] for code in self.codes]
+        return list(self.codes), adapters, matrix
 
     def unigram_baseline(self, train_rows: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
         """Per language: "accuracy" of always predicting the language's most frequent training
@@ -163,6 +177,9 @@ class HeldOutMLM:
                 "perplexity": float(np.exp(-np.mean(np.log(probs[targets])))),
             }
         return results
+
+
+_MLM_KEYS = ("input_ids", "attention_mask", "logits_positions", "labels")
 
 
 def _padded(batch: Batch, size: int) -> Batch:
