@@ -16,7 +16,14 @@ from xmod_jax.train.mlm_data import (
     pack_rows,
     padding_fraction,
 )
-from xmod_jax.train.pretraining import HeldOutMLM, PretrainConfig, pretrain
+from xmod_jax.train.pretraining import (
+    HeldOutMLM,
+    PretrainConfig,
+    make_pretrain_optimizer,
+    pretrain,
+    unigram_log_probs,
+    with_unigram_output_bias,
+)
 
 V = 120
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
@@ -253,9 +260,13 @@ def test_pretraining_lowers_the_held_out_loss(setup, tmp_path):
         assert after[code]["loss"] < before[code]["loss"] - 0.5, (code, before, after)
         assert after[code]["tokens"] == before[code]["tokens"] > 0
     assert records[0]["loss"] > records[-2]["loss"]
+    # shuffled-context losses are logged beside the plain ones (this tiny model, like
+    # transformers' torch model trained the same way, stays on the unigram plateau: gain ~0)
+    assert all(abs(after[code]["context_gain"]) < after[code]["loss"] for code in LANGS)
     assert all(0 <= r["data_fraction"] < 1 for r in records if "data_fraction" in r)
     # the same fixed masks: evaluating twice gives the same numbers
-    assert held_out.evaluate(state.params) == after
+    plain = {code: {k: v for k, v in r.items() if k != "context_gain"} for code, r in after.items()}
+    assert held_out.evaluate(state.params) == plain
     # the language's own adapter, trained on its text, beats a foreign one on it
     own = after["de_DE"]["loss"]
     foreign = held_out.evaluate(state.params, adapter="fr_XX")["de_DE"]["loss"]
@@ -293,6 +304,41 @@ def test_pretrain_config_refuses_bad_budgets():
         PretrainConfig(steps=10, warmup_steps=10)
     with pytest.raises(ValueError, match="eval_every"):
         PretrainConfig(steps=10, warmup_steps=1, eval_every=0)
+    with pytest.raises(ValueError, match="decay_fraction"):
+        PretrainConfig(steps=10, warmup_steps=1, decay_fraction=0.0)
+
+
+def test_pretrain_schedule_holds_the_peak_then_decays():
+    # a bias (no weight decay) under a constant unit gradient: Adam's step is -lr exactly
+    params = {"bias": jnp.zeros(1)}
+    config = PretrainConfig(steps=110, learning_rate=1.0, warmup_steps=10, decay_fraction=0.2)
+    tx = make_pretrain_optimizer(params, config)
+    state, steps = tx.init(params), []
+    for _ in range(config.steps):
+        update, state = tx.update({"bias": jnp.ones(1)}, state, params)
+        steps.append(-float(update["bias"][0]))
+    np.testing.assert_allclose(
+        [steps[s] for s in (5, 10, 60, 89, 90, 100, 109)],
+        [0.5, 1.0, 1.0, 1.0, 1.0, 0.5, 0.05],
+        atol=1e-4,
+    )
+
+
+def test_shuffled_context_moves_masks_with_their_tokens(setup):
+    model, _, held, _ = setup
+    held_out = HeldOutMLM(model, held, SPEC, pad_id=PAD)
+    plain, shuffled = held_out._rows, held_out._shuffled_rows
+    used = plain["labels"] != IGNORE_INDEX
+    shown = np.take_along_axis(shuffled["input_ids"], shuffled["logits_positions"], axis=1)
+    assert np.all(shown[used] == SPEC.mask_id)
+    np.testing.assert_array_equal(shuffled["labels"], plain["labels"])
+    np.testing.assert_array_equal(shuffled["attention_mask"], plain["attention_mask"])
+    real = plain["attention_mask"] == 1
+    assert np.all(shuffled["input_ids"][:, 0] == BOS)
+    np.testing.assert_array_equal(shuffled["input_ids"][~real], plain["input_ids"][~real])
+    for a, b in zip(plain["input_ids"], shuffled["input_ids"], strict=True):
+        assert sorted(a) == sorted(b)
+    assert np.mean(plain["input_ids"][real] != shuffled["input_ids"][real]) > 0.5
 
 
 def test_held_out_masks_are_all_mask_tokens(setup):
@@ -305,3 +351,30 @@ def test_held_out_masks_are_all_mask_tokens(setup):
         unpicked = np.ones_like(data["input_ids"], bool)
         np.put_along_axis(unpicked, data["logits_positions"], ~used, axis=1)
         np.testing.assert_array_equal(data["input_ids"][unpicked], held[code][unpicked])
+
+
+def test_unigram_output_bias_starts_at_the_unigram_distribution(setup):
+    model, rows, _, _ = setup
+    log_probs = unigram_log_probs(rows, SPEC)
+    counts = sum(np.bincount(r.ravel(), minlength=V) for r in rows.values())
+    regular = np.arange(V) >= SPEC.first_regular_id
+    regular[SPEC.mask_id] = False
+    expected = np.log((counts + 1.0) / (counts[regular] + 1.0).sum() / 1.0)
+    # ranks of the regular tokens follow their counts; specials sit at the bottom
+    assert np.argmax(log_probs) == np.argmax(np.where(regular, counts, -1))
+    assert log_probs[SPEC.mask_id] == log_probs.min() and log_probs[BOS] == log_probs.min()
+    np.testing.assert_allclose(np.exp(log_probs).sum(), 1.0, rtol=1e-5)
+    assert np.corrcoef(log_probs[regular], expected[regular])[0, 1] > 0.999
+    params = with_unigram_output_bias(model.init_params(0), log_probs)
+    bias = np.asarray(params["lm_head"]["bias"])
+    np.testing.assert_allclose(bias, log_probs - log_probs.mean(), rtol=1e-6, atol=1e-6)
+    # a fresh model with that bias predicts about the unigram distribution (108 tokens in use of
+    # 120): its held-out loss starts below the fresh model's, near log(108)
+    held_out = HeldOutMLM(model, rows, SPEC, pad_id=PAD)
+    fresh, biased = (
+        np.mean([r["loss"] for r in held_out.evaluate(p).values()])
+        for p in (model.init_params(0), params)
+    )
+    assert biased < fresh - 0.08 and abs(biased - np.log(3 * SPAN)) < 0.05, (fresh, biased)
+    with pytest.raises(ValueError, match="do not fit"):
+        with_unigram_output_bias(params, log_probs[:-1])

@@ -215,6 +215,12 @@ def test_learning_rate_schedules():
         learning_rate_schedule(1.0, warmup_steps=10, total_steps=5)
     with pytest.raises(ValueError, match="linear' or 'cosine"):
         learning_rate_schedule(1.0, total_steps=5, schedule="step")
+    # warmup-stable-decay: the peak held until the last decay_steps, then linear to 0
+    wsd = learning_rate_schedule(1.0, warmup_steps=10, total_steps=110, decay_steps=20)
+    lrs = [float(wsd(s)) for s in (5, 10, 60, 90, 100, 110)]
+    np.testing.assert_allclose(lrs, [0.5, 1.0, 1.0, 1.0, 0.5, 0.0], atol=1e-6)
+    with pytest.raises(ValueError, match="decay_steps"):
+        learning_rate_schedule(1.0, warmup_steps=10, total_steps=110, decay_steps=101)
 
 
 def test_clipping_ignores_frozen_gradients(classifier):

@@ -5,6 +5,7 @@
   MixedLanguageBatches    batch(step) -> {input_ids, attention_mask, lang_ids}: every row draws
                           its language from p, then that language's next row
   tokenize_documents      a corpus split file (one document per line) -> token id arrays
+  corpus_rows             a corpus folder's split, every language tokenized and packed
 
 Packing follows RoBERTa's "full sentences": a language's documents are concatenated in their
 order, each closed by `</s>`, and the stream is cut into rows that each start with `<s>`; only a
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -161,3 +163,36 @@ def tokenize_documents(
     """Token ids of each document (without specials): `encode` is e.g.
     `lambda text: tokenizer.encode(text, add_special_tokens=False)`."""
     return [np.asarray(encode(doc), np.int32) for doc in documents]
+
+
+def corpus_rows(
+    folder: str | os.PathLike,
+    split: str,
+    tokenizer: Any,
+    seq_len: int,
+    *,
+    languages: Sequence[str] | None = None,
+    max_chars: int | None = None,
+) -> dict[str, np.ndarray]:
+    """{code: packed rows int32 [N, seq_len]} from `corpus/build.py`'s `<code>.<split>.txt` files
+    (languages: every code with such a file by default), each language's first `max_chars`
+    characters tokenized with `tokenizer` (an `XmodTokenizer`) and packed by `pack_rows`."""
+    folder = os.fspath(folder)
+    suffix = f".{split}.txt"
+    found = sorted(f[: -len(suffix)] for f in os.listdir(folder) if f.endswith(suffix))
+    codes = found if languages is None else list(languages)
+    missing = sorted(set(codes) - set(found))
+    if missing:
+        raise FileNotFoundError(f"no {split} text for {missing} in {folder} (it has {found})")
+    rows = {}
+    for code in codes:
+        docs = read_documents(os.path.join(folder, code + suffix), max_chars)
+        ids = tokenize_documents(docs, lambda t: tokenizer.encode(t, add_special_tokens=False))
+        rows[code] = pack_rows(
+            ids,
+            seq_len,
+            bos_id=tokenizer.bos_token_id,
+            eos_id=tokenizer.eos_token_id,
+            pad_id=tokenizer.pad_token_id,
+        )
+    return rows

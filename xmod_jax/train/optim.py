@@ -30,9 +30,12 @@ def learning_rate_schedule(
     warmup_steps: int = 0,
     total_steps: int | None = None,
     schedule: str = "linear",
+    decay_steps: int | None = None,
 ) -> float | optax.Schedule:
     """A float stays constant unless warmup_steps / total_steps ask for linear warmup and then
-    "linear" or "cosine" decay to 0 at total_steps; an optax schedule passes through."""
+    "linear" or "cosine" decay to 0 at total_steps; an optax schedule passes through.
+    `decay_steps` (with total_steps) holds the peak after warmup and decays over the last
+    `decay_steps` steps only (warmup-stable-decay); None decays over all steps after warmup."""
     if callable(learning_rate) or (not warmup_steps and total_steps is None):
         return learning_rate
     if schedule not in ("linear", "cosine"):
@@ -41,15 +44,28 @@ def learning_rate_schedule(
         return optax.linear_schedule(0.0, learning_rate, warmup_steps)
     if total_steps <= warmup_steps:
         raise ValueError(f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})")
-    decay_steps = total_steps - warmup_steps
+    after_warmup = total_steps - warmup_steps
+    if decay_steps is None:
+        decay_steps = after_warmup
+    if not 0 < decay_steps <= after_warmup:
+        raise ValueError(
+            f"decay_steps ({decay_steps}) must be in [1, total_steps - warmup_steps = "
+            f"{after_warmup}]"
+        )
     if schedule == "linear":
         decay = optax.linear_schedule(learning_rate, 0.0, decay_steps)
     else:
         decay = optax.cosine_decay_schedule(learning_rate, decay_steps)
-    if not warmup_steps:
+    pieces, boundaries = [], []
+    if warmup_steps:
+        pieces.append(optax.linear_schedule(0.0, learning_rate, warmup_steps))
+        boundaries.append(warmup_steps)
+    if decay_steps < after_warmup:
+        pieces.append(optax.constant_schedule(learning_rate))
+        boundaries.append(total_steps - decay_steps)
+    if not boundaries:
         return decay
-    warmup = optax.linear_schedule(0.0, learning_rate, warmup_steps)
-    return optax.join_schedules([warmup, decay], [warmup_steps])
+    return optax.join_schedules([*pieces, decay], boundaries)
 
 
 def weight_decay_mask(params: Any) -> Any:
@@ -90,6 +106,7 @@ def make_optimizer(
     warmup_steps: int = 0,
     total_steps: int | None = None,
     schedule: str = "linear",
+    decay_steps: int | None = None,
     clip_norm: float | None = None,
     accumulate_steps: int = 1,
     b1: float = 0.9,
@@ -100,7 +117,7 @@ def make_optimizer(
     """AdamW (fairseq fine-tuning defaults: betas 0.9 / 0.98, eps 1e-6, weight decay 0.01 off
     biases and LayerNorm scales) for `params`, freezing by a preset or rules (see
     `xmod_jax.train.freezing`); `freeze=None` trains everything."""
-    lr = learning_rate_schedule(learning_rate, warmup_steps, total_steps, schedule)
+    lr = learning_rate_schedule(learning_rate, warmup_steps, total_steps, schedule, decay_steps)
     labels = freeze_labels(params, freeze or ((".*", TRAINABLE),), config)
     trainable = optax.chain(
         *([optax.clip_by_global_norm(clip_norm)] if clip_norm else []),

@@ -1,0 +1,175 @@
+"""Pre-train a small X-MOD on the Debian corpus with the library's recipe, resumably.
+
+    python corpus/build.py --out data/corpus             # the corpus (once)
+    python corpus/train_vocab.py --corpus data/corpus --out data/vocab
+    python examples/pretrain.py --corpus data/corpus --vocab data/vocab --workdir runs/mini \\
+        --steps 6000 [--export runs/mini/model]
+
+Every language with training text gets an adapter; every batch mixes languages, each row routed
+to its own adapter (`xmod_jax.train.pretraining`). Rows are packed from each language's first
+`--max-chars` characters of training text, while the sampling probabilities p_l ∝ n_l^alpha use
+the full corpus sizes (training characters per language in the manifest), so the cap only limits how
+much distinct text a language brings. The tokenized rows are cached in `WORKDIR/rows.npz`.
+Stopping the script (Ctrl-C, a killed session) loses at most `--checkpoint-every` steps: run the
+same command again to resume, bit-exact. `--export` writes the final params as a transformers
+folder (`--dtype` weights) with the tokenizer files, in which dropout is set back to 0.1 for
+fine-tuning (pre-training runs without dropout: the run sees each token about once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+
+import jax.numpy as jnp
+import numpy as np
+
+import xmod_jax as xj
+from xmod_jax.train.masking import MaskingSpec
+from xmod_jax.train.mlm_data import MixedLanguageBatches, corpus_rows, language_probabilities
+from xmod_jax.train.pretraining import (
+    HeldOutMLM,
+    PretrainConfig,
+    pretrain,
+    unigram_log_probs,
+    with_unigram_output_bias,
+)
+
+
+def model_config(tokenizer, languages, args) -> xj.XmodConfig:
+    """The trained architecture: pre-LN, adapters with xmod-base's bottleneck factor 2."""
+    return xj.XmodConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.hidden // 64,
+        intermediate_size=4 * args.hidden,
+        max_position_embeddings=args.seq_len + 2,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        pre_norm=True,
+        languages=list(languages),
+        default_language="en_XX" if "en_XX" in languages else languages[0],
+    )
+
+
+def load_rows(args, tokenizer) -> dict[str, dict[str, np.ndarray]]:
+    """{"train": {code: rows}, "valid": {code: rows}}, cached in WORKDIR/rows.npz."""
+    cache = os.path.join(args.workdir, "rows.npz")
+    if os.path.exists(cache):
+        data = np.load(cache)
+        out: dict[str, dict[str, np.ndarray]] = {"train": {}, "valid": {}}
+        for key in data.files:
+            split, code = key.split("/")
+            out[split][code] = data[key]
+        return out
+    t0 = time.perf_counter()
+    train = corpus_rows(
+        args.corpus, "train", tokenizer, args.seq_len,
+        languages=args.languages, max_chars=args.max_chars,
+    )  # fmt: skip
+    valid = corpus_rows(args.corpus, "valid", tokenizer, args.seq_len, languages=list(train))
+    valid = {code: rows[: args.eval_rows] for code, rows in valid.items()}
+    arrays = {f"{split}/{code}": r for split, part in (("train", train), ("valid", valid))
+              for code, r in part.items()}  # fmt: skip
+    np.savez(cache + ".tmp.npz", **arrays)
+    os.replace(cache + ".tmp.npz", cache)
+    print(f"tokenized and packed in {time.perf_counter() - t0:.0f} s")
+    return {"train": train, "valid": valid}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", default="data/corpus", help="corpus/build.py's output")
+    parser.add_argument("--vocab", default="data/vocab", help="corpus/train_vocab.py's output")
+    parser.add_argument("--workdir", required=True, help="checkpoints, log.jsonl, rows.npz")
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--stop-after", type=int, default=None, help="end after N steps")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--decay-fraction", type=float, default=0.2)
+    parser.add_argument("--alpha", type=float, default=0.3, help="language sampling exponent")
+    parser.add_argument("--languages", nargs="*", help="codes (default: see --min-chars)")
+    parser.add_argument(
+        "--min-chars", type=int, default=250_000,
+        help="by default, every language with at least this much training text",
+    )  # fmt: skip
+    parser.add_argument("--max-chars", type=int, default=4_000_000, help="per language")
+    parser.add_argument("--eval-rows", type=int, default=48, help="held-out rows per language")
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--checkpoint-every", type=int, default=200)
+    parser.add_argument(
+        "--unigram-bias", action=argparse.BooleanOptionalAction, default=True,
+        help="start the output bias at the training text's unigram log-probabilities",
+    )  # fmt: skip
+    parser.add_argument("--export", default=None, help="write a transformers folder here")
+    parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    args = parser.parse_args(argv)
+
+    os.makedirs(args.workdir, exist_ok=True)
+    with open(os.path.join(args.corpus, "manifest.json"), encoding="utf-8") as f:
+        train_chars = {
+            code: entry["totals"]["train"]["chars"]
+            for code, entry in json.load(f)["languages"].items()
+        }
+    if args.languages is None:
+        args.languages = sorted(c for c, n in train_chars.items() if n >= args.min_chars)
+    tokenizer = xj.XmodTokenizer.from_pretrained(args.vocab)
+    rows = load_rows(args, tokenizer)
+    codes = sorted(rows["train"])
+    config = model_config(tokenizer, codes, args)
+    model = xj.XmodForMaskedLM(config)
+    spec = MaskingSpec.for_tokenizer(tokenizer)
+    sizes = [train_chars[c] for c in codes]
+    batches = MixedLanguageBatches(
+        [rows["train"][c] for c in codes],
+        config.lang_ids(codes),
+        args.batch,
+        pad_id=tokenizer.pad_token_id,
+        probabilities=language_probabilities(sizes, args.alpha),
+    )
+    with open(os.path.join(args.workdir, "run.json"), "w", encoding="utf-8") as f:
+        json.dump(vars(args) | {"languages": codes}, f, indent=1)
+    held_out = HeldOutMLM(model, rows["valid"], spec, pad_id=tokenizer.pad_token_id)
+    budget = PretrainConfig(
+        steps=args.steps,
+        learning_rate=args.lr,
+        warmup_steps=args.warmup,
+        decay_fraction=args.decay_fraction,
+        eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
+    )
+    params = model.init_params(budget.seed)
+    if args.unigram_bias:
+        params = with_unigram_output_bias(params, unigram_log_probs(rows["train"], spec))
+    state, _ = pretrain(
+        model, params, batches, spec, budget, args.workdir,
+        held_out=held_out, stop_after=args.stop_after,
+    )  # fmt: skip
+    if args.export and int(state.step) == args.steps:
+        shipped = dataclasses.replace(
+            config, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1
+        )
+        params = jax_cast(state.params, getattr(jnp, args.dtype))
+        xj.XmodForMaskedLM(shipped).save_pretrained(args.export, params)
+        tokenizer.save_pretrained(args.export)
+        print(f"wrote {args.export}")
+
+
+def jax_cast(params, dtype):
+    import jax
+
+    return jax.tree.map(lambda x: x.astype(dtype), params)
+
+
+if __name__ == "__main__":
+    main()
