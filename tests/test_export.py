@@ -21,6 +21,7 @@ import pytest
 from helpers import LANGUAGES, random_params, tiny_config
 
 import xmod_jax as xj
+from xmod_jax import cli
 from xmod_jax.export import export_model, load, runtime, save
 
 RUNTIME = pathlib.Path(runtime.__file__)
@@ -225,3 +226,28 @@ def test_corrupt_files_are_named(files, tmp_path):
     (tmp_path / "other").write_bytes(b"PK\x03\x04" + data[4:])
     with pytest.raises(ValueError, match="other is not an xmod-jax export"):
         load(tmp_path / "other")
+
+
+def test_cli_export(mlm, reference, tmp_path, capsys):
+    model, params = mlm
+    folder = tmp_path / "mlm"
+    model.save_pretrained(folder, params)
+    output = tmp_path / "cli.xmodexport"
+    assert cli.main(["export", "--model", str(folder), "--output", str(output)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith(f"wrote {output}: mlm of XmodForMaskedLM, ")
+    assert "platforms cpu/cuda/tpu, batch any, length 1..64, 3 languages" in said
+    input_ids, attention_mask, lang_ids = batch()
+    logits = load(output)(input_ids, lang_ids, attention_mask)["logits"]
+    assert_close(logits, reference(input_ids, attention_mask, lang_ids)[0])
+
+    argv = ["export", "--model", str(folder), "--output", str(tmp_path / "embed.xmodexport")]
+    assert cli.main([*argv, "--function", "embed", "--platforms", "cpu"]) == 0
+    assert load(tmp_path / "embed.xmodexport").function == "embed"
+    assert cli.main([*argv, "--platforms", "cpu,gpu"]) == 1
+    assert "platforms must be distinct names among cpu, cuda, rocm, tpu" in capsys.readouterr().err
+    bare = xj.XmodModel(CONFIG)
+    bare.save_pretrained(tmp_path / "bare", random_params(bare))
+    argv = ["export", "--model", str(tmp_path / "bare"), "--output", str(tmp_path / "x")]
+    assert cli.main([*argv, "--function", "mlm"]) == 1
+    assert "export --function mlm needs an XmodForMaskedLM checkpoint" in capsys.readouterr().err
