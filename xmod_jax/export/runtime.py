@@ -14,10 +14,10 @@ the models first. Serialized `jax.export` functions need the `flatbuffers` packa
 The exported function is `f(params, input_ids, attention_mask, lang_ids)` with int32 input_ids and
 attention_mask [B, T] and lang_ids [B], for any batch B and any length 1 <= T <= `max_length`
 (symbolic shapes, one artifact); it returns a dict of float32 arrays. The parameters are an input
-stored in the same file, not constants inside the function: serialized functions are flatbuffers,
-which cannot exceed 2 GiB (xmod-base holds 3.2 GiB of float32), and XLA compiles large constants
-slowly. Ids are not checked on the device: an out-of-range token or language id gives NaN for
-its row, never another language's adapter.
+stored in the same file, not constants inside the function: a serialized function is a
+flatbuffer, which cannot exceed 2 GiB (xmod-base holds 3.2 GiB of float32). Ids are not checked
+on the device: an out-of-range token or language id gives NaN for its row, never another
+language's adapter.
 
 The file, all integers little-endian:
 
