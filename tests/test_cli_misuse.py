@@ -173,6 +173,35 @@ CASES = {
     "flax-to-hf-no-destination-argument": Case(
         ("convert", "flax-to-hf", "{orbax}"), r"required: dst", status=2
     ),
+    # export
+    "export-missing-model": Case(
+        ("export", "--model", "{root}/nope", "--output", "{root}/x.xmodexport"),
+        r"'{root}/nope' is not a folder",
+    ),
+    "export-output-is-a-directory": Case(
+        ("export", "--model", "{mlm}", "--output", "{root}/empty"), r"{root}/empty: Is a directory$"
+    ),
+    "export-output-unwritable": Case(
+        ("export", "--model", "{mlm}", "--output", "{ro}/x.xmodexport"),
+        rf"{{ro}}/x\.xmodexport: {DENIED}$",
+    ),
+    "export-output-disk-full": Case(
+        ("export", "--model", "{mlm}", "--output", "/dev/full", "--platforms", "cpu"),
+        r"/dev/full: No space left on device$",
+    ),
+    "export-unknown-platform": Case(
+        ("export", "--model", "{mlm}", "--output", "{root}/x", "--platforms", "cpu,gpu"),
+        r"platforms must be distinct names among cpu, cuda, rocm, tpu; got 'cpu', 'gpu'$",
+        slow=False,
+    ),
+    "export-unknown-function": Case(
+        ("export", "--model", "{mlm}", "--output", "{root}/x", "--function", "logits"),
+        r"argument --function: invalid choice: 'logits'",
+        status=2,
+    ),
+    "export-no-output-argument": Case(
+        ("export", "--model", "{mlm}"), r"required: --output", status=2
+    ),
 }
 
 
@@ -311,6 +340,7 @@ CLOSED_STDOUT_COMMANDS = {
     "help": (("--help",), True),
     "embed": (("embed", "--model", "{mlm}", "--lang", "en_XX", "--output", "{out}", "a"), True),
     "convert": (("convert", "hf-to-flax", "{mlm}", "{out}"), True),
+    "export": (("export", "--model", "{mlm}", "--output", "{out}", "--platforms", "cpu"), True),
 }
 
 
@@ -328,7 +358,7 @@ def test_closed_stdout_ends_quietly(name, paths, tmp_path):
     argv = [arg.format(out=out, **paths) for arg in CLOSED_STDOUT_COMMANDS[name][0]]
     result = run_with_closed_stdout(*argv)
     assert (result.returncode, result.stderr) == (CLOSED_STDOUT, "")
-    if name in ("embed", "convert"):
+    if name in ("embed", "convert", "export"):
         assert out.exists()
 
 

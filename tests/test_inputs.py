@@ -390,6 +390,31 @@ def test_multiple_choice_wants_b_c_t():
         logits(jnp.zeros((B, T), jnp.int32), jnp.array(MIXED))
 
 
+def test_symbolic_shapes_are_checked_where_they_can_be(model):
+    """jax.export's symbolic dimensions: any B and a T bounded by the position table pass; a T
+    that may exceed the table is refused, naming the constraint to add, and one that must
+    exceed it gets the length error."""
+    shapes = model.param_shapes()
+
+    def hidden(input_ids):
+        return jax.eval_shape(
+            lambda p, ids: model.apply({"params": p}, ids, lang_ids=0).last_hidden_state,
+            shapes,
+            jax.ShapeDtypeStruct(input_ids, jnp.int32),
+        )
+
+    b, t = jax.export.symbolic_shape("B, T", constraints=["T <= 38"])
+    assert hidden((b, t)).shape == (b, t, 32)
+    (u,) = jax.export.symbolic_shape("U")
+    with pytest.raises(ValueError, match=r'may exceed .*constraints=\["U <= 38"\]'):
+        hidden((2, u))
+    (v,) = jax.export.symbolic_shape("V", constraints=["V >= 39"])
+    with pytest.raises(ValueError, match="sequence length V exceeds this model's 38 positions"):
+        hidden((2, v))
+    with pytest.raises(ValueError, match=r"empty input: shape \[B, 0\]"):
+        hidden((b, 0))
+
+
 # ------------------------------------------------------------------------------ under jax.jit
 @pytest.mark.parametrize(
     "bad",

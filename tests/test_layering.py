@@ -1,7 +1,10 @@
 """The package's layers import one way only, and nothing imports in a cycle.
 
     config / errors / atomic / hub / activations  <-  nn  <-  {ckpts, train, decoding}
-        <-  {pipelines, parallel}  <-  cli;            text stands alone (no jax, no flax)
+        <-  {pipelines, parallel, export}  <-  cli;    text stands alone (no jax, no flax)
+
+`export/runtime.py` imports nothing of the package at all (nor flax): it runs exported files
+where the models are not installed.
 
 Every `import` counts, at module level or inside a function. The one allowed upward edge is
 `Model.from_pretrained` / `save_pretrained` in `nn/module.py` calling into `ckpts/loading.py`.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import sys
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "xmod_jax"
 LEAVES = {"config", "errors", "atomic", "hub", "activations"}
@@ -22,6 +26,7 @@ RANKS = {
     "decoding": 2,
     "pipelines": 3,
     "parallel": 3,
+    "export": 3,
     "cli": 4,
 }
 TEXT_USERS = {"pipelines", "cli"}  # text stands beside the stack: it uses leaves only
@@ -135,6 +140,12 @@ def test_text_imports_neither_jax_nor_flax():
     for path in sorted((PACKAGE / "text").glob("*.py")):
         heavy = sorted(m for m in imports_of(path) if m.split(".")[0] in ML_PACKAGES)
         assert heavy == [], f"{path.name} imports {heavy}"
+
+
+def test_the_export_runtime_needs_only_jax_and_numpy():
+    path = PACKAGE / "export" / "runtime.py"
+    imported = {m.split(".")[0] for m in imports_of(path)}
+    assert imported - set(sys.stdlib_module_names) <= {"jax", "numpy"}, imported
 
 
 def test_the_checks_catch_upward_edges_and_cycles():

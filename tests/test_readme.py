@@ -8,6 +8,7 @@ import pytest
 from helpers import random_params
 
 import xmod_jax as xj
+from xmod_jax.export import runtime
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 # facebook/xmod-base's config, shrunk in width and depth
@@ -66,3 +67,16 @@ def test_readme_snippets_run(tiny_xmod_base, tiny_decoder, tmp_path, monkeypatch
     exec(decoding.replace("path/to/decoder", str(tiny_decoder)), namespace)
     assert namespace["tokens"].shape == (1, 12) and namespace["sampled"].shape == (1, 12)
     assert int(namespace["out"].past_key_values.index) == 12
+
+
+def test_readme_export_snippets_run(tiny_xmod_base, tmp_path, monkeypatch):
+    blocks = _python_blocks()
+    exporting = next(b for b in blocks if "export_model(" in b)
+    by_path = next(b for b in blocks if "spec_from_file_location" in b)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(exporting.replace("path/to/xmod-base", str(tiny_xmod_base)), namespace)
+    assert namespace["out"]["logits"].shape == (2, 5, 250002)
+    exec(by_path.replace("path/to/runtime.py", runtime.__file__), namespace)
+    assert namespace["runtime"].__name__ == "xmod_runtime"
+    assert namespace["exported"].function == "mlm" and namespace["exported"].max_length == 512

@@ -1,10 +1,19 @@
-"""The `xmod-jax` command: checkpoint conversion, fill-mask, sentence embeddings, model info.
+"""The `xmod-jax` command: conversion, fill-mask, sentence embeddings, model info, export.
 
     xmod-jax convert hf-to-flax SRC DST [--dtype bfloat16] [--head CLASS] [--overwrite]
     xmod-jax convert flax-to-hf SRC DST [--head CLASS] [--overwrite]
     xmod-jax fill-mask --model PATH --lang CODE [--top-k 5] [TEXT ...]
     xmod-jax embed --model PATH --lang CODE --output OUT.npy [--normalize] [TEXT... | --input F]
     xmod-jax info --model PATH
+    xmod-jax export --model PATH --output M.xmodexport [--function mlm|embed]
+                    [--platforms cpu,cuda,tpu] [--dtype bfloat16]
+
+`export` writes one portable file (`xmod_jax.export`): the model's inference function lowered
+with `jax.export` for each platform, any batch size and any length up to the position table, with
+lang ids as an input and the parameters inside. `--function mlm` (the default for an
+XmodForMaskedLM checkpoint) gives MLM logits; `embed` (the default otherwise) the last hidden
+state and the mean-pooled sentence embedding. `xmod_jax/export/runtime.py` runs it with jax and
+numpy alone.
 
 Also runs as `python -m xmod_jax.cli`. Texts come from the arguments, else from `--input FILE`
 (`-` is stdin), else from stdin, one per line. `--model` is a folder or a hub name. Progress bars
@@ -29,8 +38,8 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, BinaryIO
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +50,7 @@ from xmod_jax.atomic import atomic_path
 from xmod_jax.ckpts.folders import flax_to_hf, hf_to_flax
 from xmod_jax.ckpts.mapping import iter_leaves
 from xmod_jax.config import XmodConfig
+from xmod_jax.export import FUNCTIONS, KNOWN_PLATFORMS, PLATFORMS, check_platforms, export_model
 from xmod_jax.hub import resolve_folder
 from xmod_jax.nn.encoder import XmodModel
 from xmod_jax.nn.heads import HEAD_PARAMS, XmodForMaskedLM, class_for
@@ -146,6 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="config, languages, parameter counts")
     info.add_argument("--model", required=True, help="checkpoint folder or hub name")
     info.set_defaults(run=run_info)
+
+    export = commands.add_parser("export", help="a portable jax.export file", parents=[quiet])
+    export.add_argument("--model", required=True, help="checkpoint folder or hub name")
+    export.add_argument("--output", required=True, help="the file to write (.xmodexport)")
+    export.add_argument(
+        "--function",
+        choices=FUNCTIONS,
+        help="mlm: MLM logits; embed: hidden states and sentence embeddings "
+        "(default: mlm for an XmodForMaskedLM checkpoint, else embed)",
+    )
+    export.add_argument(
+        "--platforms",
+        default=",".join(PLATFORMS),
+        help=f"comma-separated, among {', '.join(KNOWN_PLATFORMS)} ({','.join(PLATFORMS)})",
+    )
+    export.add_argument("--dtype", choices=DTYPES, default="float32", help="computation dtype")
+    export.set_defaults(run=run_export)
     return parser
 
 
@@ -213,7 +240,7 @@ def run_embed(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=_progress(args),
     )
-    _write_npy(args.output, vectors)
+    _write_file(args.output, lambda f: np.save(f, vectors))
     _say(f"wrote {args.output}: {vectors.shape[0]} x {vectors.shape[1]} float32")
     return 0
 
@@ -251,6 +278,27 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    platforms = check_platforms(p.strip() for p in args.platforms.split(","))
+    folder, config, found = _checkpoint(args.model)
+    function = args.function or ("mlm" if found is XmodForMaskedLM else "embed")
+    cls = XmodForMaskedLM if function == "mlm" else XmodModel
+    _check_class(args.model, f"export --function {function}", cls, found)
+    _check_destination(args.output, folder=False)
+    fields = {"add_pooling_layer": False} if cls is XmodModel else {}
+    model, params = cls.from_pretrained(
+        folder, dtype=DTYPES[args.dtype], progress=_progress(args), **fields
+    )
+    exported = export_model(model, params, function=function, platforms=platforms)
+    size = _write_file(args.output, exported.write)
+    _say(
+        f"wrote {args.output}: {function} of {cls.__name__}, {size / 2**20:.1f} MiB, "
+        f"platforms {'/'.join(platforms)}, batch any, length 1..{exported.max_length}, "
+        f"{config.num_languages} languages"
+    )
+    return 0
+
+
 def parameter_groups(shapes: Params) -> dict[str, tuple[int, int]]:
     """{group: (parameters, bytes)} of a params (or `param_shapes()`) tree: every group of
     `GROUP_ORDER`, "other" when some leaf fits none, and "total" last."""
@@ -278,14 +326,8 @@ def _load(
 
     Cheap checks come first, so bad input fails before any weight is read.
     """
-    folder = resolve_folder(args.model)
-    config = XmodConfig.from_pretrained(folder)
-    found = class_for(config.architectures)
-    if cls is not XmodModel and found is not cls:
-        raise ValueError(
-            f"{command} needs an {cls.__name__} checkpoint; {args.model} holds {found.__name__} "
-            "(config.json architectures)"
-        )
+    folder, config, found = _checkpoint(args.model)
+    _check_class(args.model, command, cls, found)
     if args.lang is not None:
         config.lang_ids(args.lang)
     else:
@@ -301,6 +343,24 @@ def _load(
         folder, dtype=DTYPES[args.dtype], progress=_progress(args), **fields
     )
     return model, params, tokenizer, texts
+
+
+def _checkpoint(name: str) -> tuple[str, XmodConfig, type[XmodPreTrainedModule]]:
+    """A checkpoint folder or hub name -> (folder, config, the class its config names)."""
+    folder = resolve_folder(name)
+    config = XmodConfig.from_pretrained(folder)
+    return folder, config, class_for(config.architectures)
+
+
+def _check_class(
+    name: str, command: str, cls: type[XmodPreTrainedModule], found: type[XmodPreTrainedModule]
+) -> None:
+    """`command` runs `cls` (an `XmodModel` runs the encoder of any checkpoint)."""
+    if cls is not XmodModel and found is not cls:
+        raise ValueError(
+            f"{command} needs an {cls.__name__} checkpoint; {name} holds {found.__name__} "
+            "(config.json architectures)"
+        )
 
 
 def _read_texts(args: argparse.Namespace) -> list[str]:
@@ -406,8 +466,9 @@ def _check_destination(path: str, *, folder: bool, overwrite: bool = True) -> No
         raise _naming(e, path) from e
 
 
-def _write_npy(path: str, array: np.ndarray) -> None:
-    """Saves `array` to `path` exactly (`np.save` would append ".npy" to a name without it).
+def _write_file(path: str, write: Callable[[BinaryIO], Any]) -> Any:
+    """Calls `write` on `path` opened for binary writing, exactly there (`np.save` would append
+    ".npy" to a name without it) -> what `write` returns.
 
     A regular file is written through a temporary sibling and renamed into place, so a failed
     write (a full disk) leaves no partial file and any old one whole; a device or pipe
@@ -416,10 +477,9 @@ def _write_npy(path: str, array: np.ndarray) -> None:
     try:
         if os.path.exists(path) and not os.path.isfile(path):
             with open(path, "wb") as f:
-                np.save(f, array)
-        else:
-            with atomic_path(os.path.realpath(path)) as tmp, open(tmp, "wb") as f:
-                np.save(f, array)
+                return write(f)
+        with atomic_path(os.path.realpath(path)) as tmp, open(tmp, "wb") as f:
+            return write(f)
     except OSError as e:
         raise _naming(e, path) from e
 

@@ -3,6 +3,10 @@
 Shape checks always run. Value checks (lang ids, token ids, token types, positions) run whenever
 the arrays are concrete, i.e. outside `jax.jit`; under tracing the lookups yield NaN for bad ids
 instead of clamping (see `layers.take_rows`).
+
+Shapes may be symbolic (`jax.export` with `jax.export.symbolic_shape`): a symbolic dimension is at
+least 1 by construction, so only concrete ones are checked for emptiness, and a symbolic sequence
+length must be bounded by a constraint that fits the position table.
 """
 
 from __future__ import annotations
@@ -80,12 +84,13 @@ def resolve_lang_ids(config: XmodConfig, lang_ids: Any, batch: int, repeats: int
     `repeats` times, for the choices of an example); None -> the default language.
 
     Concrete ids are read to the host once, checked and shaped there, and reach the device as one
-    int32 array; traced ids get the shape checks and the same shaping with jnp.
+    int32 array; traced ids get the shape checks and the same shaping with jnp, as do concrete ids
+    for a symbolic batch (`jax.export`), which numpy cannot broadcast to.
     """
     if lang_ids is None:
         lang_ids = config.default_lang_id(how="lang_ids=config.lang_ids([...])")
-    xp = jnp if not is_concrete(lang_ids) else np
-    if xp is np:
+    concrete = is_concrete(lang_ids)
+    if concrete:
         lang_ids = np.asarray(lang_ids)  # one device -> host read for a jax array
         if lang_ids.dtype.kind in "USO":
             codes = [str(c) for c in lang_ids.ravel()]
@@ -101,6 +106,7 @@ def resolve_lang_ids(config: XmodConfig, lang_ids: Any, batch: int, repeats: int
     _check_range(
         lang_ids, "lang_ids", 0, config.num_languages, f"languages {', '.join(config.languages)}"
     )
+    xp = np if concrete and not jax.export.is_symbolic_dim(batch) else jnp
     lang_ids = xp.broadcast_to(lang_ids.astype(xp.int32).reshape(-1), (batch,))
     return jnp.asarray(xp.repeat(lang_ids, repeats) if repeats > 1 else lang_ids)
 
@@ -143,7 +149,7 @@ def prepare_inputs(
                 f"got shape {list(inputs_embeds.shape)}"
             )
         shape = tuple(inputs_embeds.shape[:-1])
-    if min(shape) < 1:
+    if any(not jax.export.is_symbolic_dim(d) and d < 1 for d in shape):
         raise ValueError(f"empty input: shape {list(shape)}")
 
     def token_shaped(x: Any, name: str, kind: str) -> Any:
@@ -166,13 +172,7 @@ def prepare_inputs(
         start = int(past_key_values.index)
     cache = _check_cache(config, past_key_values, use_cache, shape, has_choices, start)
     if position_ids is None:
-        start = start or 0
-        if start + length > config.max_sequence_length:
-            raise ValueError(
-                f"sequence length {start + length} exceeds this model's "
-                f"{config.max_sequence_length} positions (max_position_embeddings="
-                f"{config.max_position_embeddings} minus pad_token_id + 1)"
-            )
+        _check_length(config, (start or 0) + length)
     encoder_hidden_states, encoder_attention_mask = _check_encoder_states(
         config, encoder_hidden_states, encoder_attention_mask, shape[0], cache
     )
@@ -211,6 +211,25 @@ def prepare_inputs(
         past_key_values=cache,
         logits_positions=logits_positions,
     )
+
+
+def _check_length(config: XmodConfig, length: Any) -> None:
+    """`length` (an int, or a symbolic dimension under `jax.export`) must fit the position table."""
+    limit = config.max_sequence_length
+    where = (
+        f"this model's {limit} positions (max_position_embeddings="
+        f"{config.max_position_embeddings} minus pad_token_id + 1)"
+    )
+    try:
+        too_long = length > limit
+    except jax.errors.InconclusiveDimensionOperation:  # an unbounded symbolic length
+        # Positions past the table would give NaN; refuse the export instead.
+        raise ValueError(
+            f"the symbolic sequence length {length} may exceed {where}; bound it when exporting: "
+            f'jax.export.symbolic_shape(..., constraints=["{length} <= {limit}"])'
+        ) from None
+    if too_long:
+        raise ValueError(f"sequence length {length} exceeds {where}")
 
 
 def _check_logits_positions(positions: Any, shape: tuple[int, ...], allowed: bool) -> Any:
