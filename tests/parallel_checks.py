@@ -4,7 +4,7 @@
 
 prints one JSON object: raw measurements only (differences against plain single-device runs,
 shard shapes and bytes, error messages, shardings as strings); every judgement is made by the
-tests.
+tests. `distributed_worker.py` takes its model, batches and steps from here (`Pretraining`).
 """
 
 from __future__ import annotations
@@ -132,10 +132,10 @@ def run_steps(step, state, data):
 class Pretraining:
     """MLM pre-training steps (masks drawn inside the step) under the paper's freezing, so the
     optimizer state has holes; one compiled step per mesh, shared by the train and resume
-    checks (each compilation of a train step costs seconds)."""
+    checks (each compilation of a train step costs seconds). `overrides`: of `CONFIG`."""
 
-    def __init__(self) -> None:
-        self.model = xj.XmodForMaskedLM(config())
+    def __init__(self, **overrides) -> None:
+        self.model = xj.XmodForMaskedLM(config(**overrides))
         self.params = self.model.init_params(jax.random.key(2))
         self.tx = xj.make_optimizer(self.params, learning_rate=1e-3)
         self.labels = xj.freeze_labels(self.params, "xmod_paper")

@@ -247,6 +247,14 @@ def test_mesh_has_auto_axes_and_checks_its_size():
         xp.params_shardings(model.param_shapes(), model, explicit, xp.sharding_rules())
 
 
+def test_one_process_feeds_every_row():
+    mesh = xp.make_mesh()
+    np.testing.assert_array_equal(xp.process_rows(mesh, 6), np.arange(6))
+    batch = xp.shard_batch({"lang_ids": np.arange(6, dtype=np.int32)}, mesh)
+    np.testing.assert_array_equal(batch["lang_ids"], np.arange(6))
+    # several processes: tests/test_distributed.py
+
+
 def test_one_device_mesh_forward_is_the_plain_forward():
     model = xj.XmodForTokenClassification(tiny_config(vocab_size=40))
     params = model.init_params(jax.random.key(0))

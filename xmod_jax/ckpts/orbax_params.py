@@ -36,13 +36,21 @@ def save_orbax_params(folder: str, params: Any) -> None:
 
 
 def load_orbax_params(folder: str, like: Any = None) -> Any:
-    """The params tree of `folder/params`, as saved (arrays on the default device).
+    """The params tree of `folder/params`, as saved (arrays on this process's first device).
 
     like: a tree of `jax.ShapeDtypeStruct`s with shardings; each device then reads only its own
-    shards, whatever mesh the params were saved from.
+    shards, whatever mesh the params were saved from. Without it, every leaf is read whole onto
+    this process's first device, whichever devices saved it (orbax alone would refuse params
+    saved on another topology, such as a mesh of 8 devices or of several processes).
     """
     path = os.path.join(os.path.abspath(folder), ORBAX_PARAMS)
     try:
+        if like is None:
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            like = jax.tree.map(
+                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
+                orbax_params_metadata(folder),
+            )
         with _checkpointer() as checkpointer:
             return checkpointer.restore(path, args=ocp.args.StandardRestore(like))
     except Exception as e:  # orbax and tensorstore raise many types

@@ -2,9 +2,16 @@
 
 rules.py        `sharding_rules(preset, lang=)`: ordered (logical axis, mesh axes) rules
 mesh.py         `make_mesh(data, fsdp, tensor)`: a mesh with `Auto` axis types
-shard.py        shardings of params, optimizer and train states, batches; placing them
+shard.py        shardings of params, optimizer and train states, batches (`process_rows`: the
+                rows each process feeds); placing them
 steps.py        `shard_train_step`, `shard_forward`: steps jitted with in/out shardings
-checkpoints.py  orbax params restored straight onto a mesh, any mesh shape
+checkpoints.py  orbax params saved by every process together, restored straight onto a mesh,
+                any mesh shape
+
+Several processes (`jax.distributed.initialize` in each, before any other jax call) need nothing
+else: meshes span every process's devices, each process passes the steps its own rows of the
+global batch, and every process makes the same calls, saves and restores included
+(`tests/test_distributed.py`: two local processes on CPU, gloo collectives, equal one device).
 """
 
 from xmod_jax.parallel.checkpoints import restore_params, save_params
@@ -14,6 +21,7 @@ from xmod_jax.parallel.shard import (
     batch_sharding,
     bytes_per_device,
     params_shardings,
+    process_rows,
     shard,
     shard_batch,
     train_state_shardings,
@@ -30,6 +38,7 @@ __all__ = [
     "bytes_per_device",
     "make_mesh",
     "params_shardings",
+    "process_rows",
     "restore_params",
     "save_params",
     "shard",

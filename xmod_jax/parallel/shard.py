@@ -91,28 +91,60 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def check_batch(batch: dict[str, Any], mesh: Mesh) -> None:
     """Raise unless every batch entry's leading axis splits evenly over `BATCH_AXES` (host
-    arrays count once per process: each process passes its own rows)."""
+    arrays hold this process's rows only: see `process_rows`)."""
     for key, value in batch.items():
         shape = getattr(value, "shape", ())
         if not shape:
             raise ValueError(f"batch[{key!r}] is a scalar; every batch entry needs a batch axis")
-        rows = shape[0] if isinstance(value, jax.Array) else shape[0] * jax.process_count()
-        _check_split(f"batch[{key!r}]", "batch axis", rows, mesh, BATCH_AXES)
+        where = f"batch[{key!r}]"
+        rows = shape[0] if isinstance(value, jax.Array) else _global_rows(where, shape[0], mesh)
+        _check_split(where, "batch axis", rows, mesh, BATCH_AXES)
+
+
+def process_rows(mesh: Mesh, rows: int) -> np.ndarray:
+    """The rows of a global batch of `rows` rows that this process passes to `shard_batch`:
+    those its devices hold, in order. int64 [rows / P] where P processes split the batch
+    (processes that hold the same rows, batch replicas, get the same indices); with one
+    process, every row."""
+    _check_split("global batch", "batch axis", rows, mesh, BATCH_AXES)
+    held = batch_sharding(mesh).addressable_devices_indices_map((rows,))
+    blocks = sorted({index[0].indices(rows)[:2] for index in held.values()})
+    return np.concatenate([np.arange(start, stop) for start, stop in blocks])
 
 
 def shard_batch(batch: dict[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
     """Place a batch on the mesh, split along the batch axis. Host arrays are this process's
-    rows (`jax.make_array_from_process_local_data`; with one process, the whole batch); device
-    arrays are global already and only moved."""
+    rows (`process_rows`; with one process, the whole batch), placed by
+    `jax.make_array_from_process_local_data`; device arrays are global already and only moved."""
     check_batch(batch, mesh)
     sharding = batch_sharding(mesh)
 
-    def place(value: Any) -> jax.Array:
+    def place(key: str, value: Any) -> jax.Array:
         if isinstance(value, jax.Array):
             return jax.device_put(value, sharding)
-        return jax.make_array_from_process_local_data(sharding, np.asarray(value))
+        value = np.asarray(value)
+        shape = (_global_rows(f"batch[{key!r}]", len(value), mesh), *value.shape[1:])
+        return jax.make_array_from_process_local_data(sharding, value, shape)
 
-    return {key: place(value) for key, value in batch.items()}
+    return {key: place(key, value) for key, value in batch.items()}
+
+
+def _global_rows(where: str, local_rows: int, mesh: Mesh) -> int:
+    """The global batch size when this process passes `local_rows` host rows: the batch axis
+    splits into blocks over `BATCH_AXES`, and this process's devices hold some of them."""
+    if any(axis not in mesh.shape for axis in BATCH_AXES):
+        return local_rows  # the caller's check names the missing axes
+    blocks = math.prod(mesh.shape[axis] for axis in BATCH_AXES)
+    held = len(process_rows(mesh, blocks))
+    if held == blocks:  # one process, or processes that are batch replicas
+        return local_rows
+    if local_rows % held:
+        raise ValueError(
+            f"{where}: this process's {local_rows} rows cannot split {held} ways (its devices "
+            f"hold {held} of the {blocks} blocks over mesh axes {BATCH_AXES}); pass "
+            "the rows `process_rows` names"
+        )
+    return local_rows // held * blocks
 
 
 def shard(tree: Tree, shardings: Tree) -> Tree:

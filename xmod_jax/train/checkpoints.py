@@ -19,7 +19,9 @@ class TrainCheckpoints:
     asynchronous by default: training goes on while the arrays are written; call
     `wait_until_finished()` (or use the object as a context manager) before exiting. Orbax writes
     each step into a temporary directory and renames it when complete, so an interrupted save
-    never replaces the last good checkpoint.
+    never replaces the last good checkpoint. With several processes (`jax.distributed`), every
+    one makes the same calls with the same directory, on a file system all of them see; each
+    writes its own shards.
     """
 
     def __init__(
@@ -68,12 +70,14 @@ class TrainCheckpoints:
 
     def restore(self, like: Any, step: int | None = None) -> Any:
         """The state saved at `step` (default: the latest), shaped like `like` (a state or its
-        `jax.eval_shape`)."""
+        `jax.eval_shape`), placed like its leaves: by their shardings (a sharded state, or
+        `xmod_jax.parallel.with_shardings`), else on this process's first device, whichever
+        devices or processes saved it."""
         self.wait_until_finished()
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no train-state checkpoint in {self._manager.directory}")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        abstract = jax.tree.map(_abstract, like)
         return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
     def latest_step(self) -> int | None:
@@ -98,3 +102,13 @@ class TrainCheckpoints:
     def __exit__(self, *exc: Any) -> None:
         self.wait_until_finished()
         self.close()
+
+
+def _abstract(leaf: Any) -> Any:
+    """`leaf` as orbax's restore target; without a sharding, on this process's first device
+    (orbax would otherwise use the saving topology, and refuse to restore onto another)."""
+    abstract = ocp.utils.to_shape_dtype_struct(leaf)
+    if isinstance(abstract, jax.ShapeDtypeStruct) and abstract.sharding is None:
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        return jax.ShapeDtypeStruct(abstract.shape, abstract.dtype, sharding=device)
+    return abstract
