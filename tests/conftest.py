@@ -2,7 +2,7 @@
 
 import jax
 import pytest
-from helpers import train_tokenizer
+from helpers import train_sample_tokenizer, train_tokenizer
 
 # Parity is measured at full float32 matmul precision (TF32 on GPUs would blur it).
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -29,3 +29,10 @@ def checkpoint_dir(tmp_path_factory):
 def tokenizer(tmp_path_factory):
     """The 302-id tokenizer of `helpers.train_tokenizer`, trained once per session."""
     return train_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def sample_tokenizer(tmp_path_factory):
+    """The 1502-id tokenizer of `helpers.train_sample_tokenizer` (real text of 24 languages),
+    trained once per session."""
+    return train_sample_tokenizer(tmp_path_factory.mktemp("sample_tokenizer"))

@@ -1,5 +1,5 @@
-"""Everything the tests share: the parity oracle, tiny configs, a trained tokenizer, and a
-compilation counter.
+"""Everything the tests share: the parity oracle, tiny configs, trained tokenizers (on made-up
+words, and on the committed corpus sample), and a compilation counter.
 
 The oracle: tiny random transformers X-MOD models. Every reference number in the tests comes
 from transformers' own torch classes built here (or from hand derivation), never from the code
@@ -17,6 +17,8 @@ import collections
 import contextlib
 import functools
 import itertools
+import json
+import pathlib
 import random
 from collections.abc import Iterator
 
@@ -37,6 +39,7 @@ from xmod_jax.ckpts.loading import align_state_dict
 from xmod_jax.ckpts.mapping import hf_to_params
 from xmod_jax.ckpts.weights import TensorStore
 from xmod_jax.nn.layouts import stack_layers
+from xmod_jax.train.mlm_data import read_documents
 
 NO_TORCH = "needs torch and transformers (the parity oracle); not installed here"
 needs_torch = pytest.mark.skipif(torch is None, reason=NO_TORCH)
@@ -213,28 +216,56 @@ def make_corpus(n_lines: int = 400) -> list[str]:
     return [" ".join(word() for _ in range(rng.randint(3, 14))) for _ in range(n_lines)]
 
 
-def train_spm_model(folder) -> None:
-    """A 300-piece unigram sentencepiece model of `make_corpus()`: `folder/m.model`, `m.vocab`."""
+def train_spm_model(
+    folder,
+    sentences: list[str] | None = None,
+    vocab_size: int = 300,
+    character_coverage: float = 1.0,
+) -> None:
+    """A unigram sentencepiece model of `sentences` (default `make_corpus()`, 300 pieces):
+    `folder/m.model`, `m.vocab`."""
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(make_corpus()),
+        sentence_iterator=iter(make_corpus() if sentences is None else sentences),
         model_prefix=str(folder / "m"),
-        vocab_size=300,
+        vocab_size=vocab_size,
         model_type="unigram",
-        character_coverage=1.0,
+        character_coverage=character_coverage,
+        max_sentence_length=8000,  # bytes: a corpus document of 2,000 CJK characters fits
         num_threads=1,
         minloglevel=2,
     )
 
 
-def train_tokenizer(folder) -> xj.XmodTokenizer:
-    """A 302-id XLM-R style tokenizer trained on `make_corpus()` (300 unigram pieces), saved
-    into `folder` and loaded back from it."""
-    train_spm_model(folder)
+def train_tokenizer(folder, sentences: list[str] | None = None, **options) -> xj.XmodTokenizer:
+    """An XLM-R style tokenizer trained by `train_spm_model` (by default the 302-id one of
+    `make_corpus()`), saved into `folder` and loaded back from it."""
+    train_spm_model(folder, sentences, **options)
     tokenizer = xj.XmodTokenizer(model_file=folder / "m.model")
     (folder / "m.model").unlink()
     (folder / "m.vocab").unlink()
     tokenizer.save_pretrained(folder)
     return xj.XmodTokenizer.from_pretrained(folder)
+
+
+CORPUS_SAMPLE = pathlib.Path(__file__).resolve().parent / "data" / "corpus_sample"
+SAMPLE_VOCAB_CHARS = 4_000  # characters per language the sample's tokenizer is trained on
+
+
+def sample_languages() -> list[str]:
+    """The language codes of the corpus sample (corpus/sample.py's record, SAMPLE.json)."""
+    record = json.loads((CORPUS_SAMPLE / "SAMPLE.json").read_text(encoding="utf-8"))
+    return record["sample"]["languages"]
+
+
+def train_sample_tokenizer(folder) -> xj.XmodTokenizer:
+    """A 1502-id tokenizer of real text: 1500 unigram pieces trained on the first
+    SAMPLE_VOCAB_CHARS characters of every language's training text in the corpus sample."""
+    text = [
+        doc
+        for code in sample_languages()
+        for doc in read_documents(CORPUS_SAMPLE / f"{code}.train.txt", SAMPLE_VOCAB_CHARS)
+    ]
+    return train_tokenizer(folder, text, vocab_size=1500, character_coverage=0.995)
 
 
 LANGUAGES = ["en_XX", "de_DE", "fr_XX"]
