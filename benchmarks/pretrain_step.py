@@ -11,15 +11,15 @@ without that folder, or with a model vocabulary other than its size, they are ra
 Ours: `make_pretrain_step`, jitted with the state donated: it draws the masks inside jit and
 projects onto the vocabulary at the masked positions only; AdamW from
 `make_pretrain_optimizer` (betas 0.9 / 0.98, eps 1e-6, weight decay 0.01 off biases and
-LayerNorm scales, clipping at 1.0, warmup then decay). Also the same with `scan_layers=True`.
+LayerNorm scales, clipping at 1.0, warmup-stable-decay). Also the same with `scan_layers=True`.
 Theirs: transformers' `XmodForMaskedLM` loaded from our `save_pretrained` folder (the same init),
 fed the same rows with the very masks our step draws at that step (masked `input_ids`, `labels`
 -100 elsewhere), so it projects every position onto the vocabulary, as transformers does;
 `torch.optim.AdamW` with the same hyper-parameters and decay groups, `clip_grad_norm_` 1.0 and
-a warmup-decay `LambdaLR`; 2 torch threads. Reports tokens/s (batch x length per step) and the
-ratio, measured in one run, and the host's data time (`MixedLanguageBatches.batch(step)`) as a
-fraction of our step time; writes them to BENCHMARKS.md. The first step's losses, printed, show
-that both sides do the same work.
+the same schedule as a `LambdaLR`; 2 torch threads. Reports tokens/s (batch x length per step)
+and the ratio, measured in one run, and the host's data time (`MixedLanguageBatches.batch(step)`)
+as a fraction of our step time; writes them to BENCHMARKS.md. The first step's losses, printed,
+show that both sides do the same work.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ BUNDLED = dict(hidden=256, layers=4, heads=4, intermediate=1024, vocab_size=2000
 QUICK = dict(hidden=32, layers=2, heads=2, intermediate=64, vocab_size=20000, batch=8,
              length=32, repeats=3)  # fmt: skip
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
-LEARNING_RATE, WARMUP, TOTAL = 1e-3, 100, 1000
+BUDGET = PretrainConfig(steps=1000, learning_rate=1e-3, warmup_steps=100)
 
 
 def model_config(args: argparse.Namespace) -> xj.XmodConfig:
@@ -114,7 +114,8 @@ def dense_labels(positions: np.ndarray, labels: np.ndarray, length: int) -> np.n
 
 
 def torch_optimizer(model: torch.nn.Module) -> tuple[torch.optim.Optimizer, object]:
-    """AdamW as ours: no weight decay on biases and LayerNorm weights; warmup then decay."""
+    """AdamW as ours: no weight decay on biases and LayerNorm weights; warmup, the peak held,
+    then linear decay over the last `decay_fraction` of the steps after warmup."""
     norm_weights = {
         id(m.weight) for m in model.modules() if isinstance(m, torch.nn.LayerNorm)
     }  # fmt: skip
@@ -123,11 +124,13 @@ def torch_optimizer(model: torch.nn.Module) -> tuple[torch.optim.Optimizer, obje
         (no_decay if name.endswith("bias") or id(p) in norm_weights else decay).append(p)
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=LEARNING_RATE, betas=(0.9, 0.98), eps=1e-6,
+        lr=BUDGET.learning_rate, betas=(0.9, 0.98), eps=1e-6,
     )  # fmt: skip
+    warmup = BUDGET.warmup_steps
+    decay = max(1, round(BUDGET.decay_fraction * (BUDGET.steps - warmup)))
 
     def factor(step: int) -> float:
-        return min((step + 1) / WARMUP, max(0.0, (TOTAL - step) / (TOTAL - WARMUP)))
+        return min((step + 1) / warmup, 1.0, max(0.0, (BUDGET.steps - step) / decay))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -156,12 +159,11 @@ def main() -> None:
     calls = args.repeats + 1  # interleaved() warms each contender up with one call
     host = [batches.batch(step) for step in range(calls)]
 
-    budget = PretrainConfig(steps=TOTAL, learning_rate=LEARNING_RATE, warmup_steps=WARMUP)
     contenders, first_loss = {}, {}
     for name, variant in (("ours", model), ("ours, scan", model.clone(scan_layers=True))):
         # each variant owns its arrays: the step donates (consumes) its state
         step_params = jax.tree.map(jnp.copy, params if name == "ours" else stack_layers(params))
-        tx = make_pretrain_optimizer(step_params, budget)
+        tx = make_pretrain_optimizer(step_params, BUDGET)
         labels = freeze_labels(step_params, ((".*", "trainable"),))
         step_fn = make_pretrain_step(variant, tx, labels, spec)
         run = {"state": TrainState.create(step_params, tx, seed=0), "calls": 0}
@@ -245,7 +247,7 @@ def main() -> None:
 {args.intermediate}, pre-LN, {len(LANGUAGES)} languages, vocabulary {args.vocab_size}, no dropout;
 batch {args.batch} x {args.length} mixing languages, rows from {source}. MLM with the same
 masks on both sides (ours draws them in jit and projects at the masked positions only; torch
-gets them as labels and projects every position); AdamW, clipping, warmup-decay schedule.
+gets them as labels and projects every position); AdamW, clipping, warmup-stable-decay schedule.
 Median of {args.repeats} interleaved repeats; ratio = torch's time / ours.
 
 | step | tokens/s | time | ratio vs torch |
