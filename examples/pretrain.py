@@ -161,7 +161,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         params = jax_cast(state.params, getattr(jnp, args.dtype))
         xj.XmodForMaskedLM(shipped).save_pretrained(args.export, params)
-        tokenizer.save_pretrained(args.export)
+        # the tokenizer's length limit is the model's (transformers' tokenizer reads it too)
+        limit = config.max_position_embeddings - 2
+        xj.XmodTokenizer.from_pretrained(args.vocab, model_max_length=limit).save_pretrained(
+            args.export
+        )
         print(f"wrote {args.export}")
 
 

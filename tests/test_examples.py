@@ -57,6 +57,8 @@ def test_pretrain_and_model_card_run_on_the_corpus_sample(tmp_path, sample_token
     model, _ = xj.XmodForMaskedLM.from_pretrained(export)
     assert sorted(model.config.languages) == sorted(codes)
     assert model.config.hidden_dropout_prob == 0.1  # set back for fine-tuning
+    saved = json.loads((export / "tokenizer_config.json").read_text())
+    assert saved["model_max_length"] == 32  # 34 position rows, positions start at 2
     model_card.main(["--model", str(export), "--corpus", str(corpus), "--workdir", str(work),
                      "--rows-per-language", "2", "--unigram-chars", "5000"])  # fmt: skip
     results = json.loads((export / "eval.json").read_text())
