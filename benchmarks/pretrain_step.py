@@ -41,12 +41,7 @@ import xmod_jax as xj
 from xmod_jax.nn.layouts import stack_layers
 from xmod_jax.train.freezing import freeze_labels
 from xmod_jax.train.masking import MaskingSpec
-from xmod_jax.train.mlm_data import (
-    MixedLanguageBatches,
-    pack_rows,
-    read_documents,
-    tokenize_documents,
-)
+from xmod_jax.train.mlm_data import MixedLanguageBatches, corpus_rows
 from xmod_jax.train.pretraining import (
     PretrainConfig,
     make_pretrain_optimizer,
@@ -90,13 +85,8 @@ def sample_rows(args: argparse.Namespace) -> tuple[list[np.ndarray], str]:
     if os.path.isdir(vocab) and os.path.isdir(SAMPLE):
         tokenizer = xj.XmodTokenizer.from_pretrained(vocab)
         if len(tokenizer) == args.vocab_size:
-            encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-            rows = []
-            for code in LANGUAGES:
-                docs = read_documents(os.path.join(SAMPLE, f"{code}.train.txt"))
-                ids = tokenize_documents(docs, encode)
-                rows.append(pack_rows(ids, args.length, bos_id=BOS, eos_id=EOS, pad_id=PAD))
-            return rows, f"the corpus sample tokenized with {args.vocab}"
+            rows = corpus_rows(SAMPLE, "train", tokenizer, args.length, languages=LANGUAGES)
+            return list(rows.values()), f"the corpus sample tokenized with {args.vocab}"
     rng = np.random.default_rng(0)
     rows = []
     for _ in LANGUAGES:

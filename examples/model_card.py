@@ -102,17 +102,16 @@ def training_facts(workdir: str) -> dict:
     with open(os.path.join(workdir, "log.jsonl"), encoding="utf-8") as f:
         records = [json.loads(line) for line in f if line.strip()]
     steps = [r for r in records if "loss" in r and "eval" not in r]
-    rows = np.load(os.path.join(workdir, "rows.npz"))
-    shape = rows[rows.files[0]].shape
     with open(os.path.join(workdir, "run.json"), encoding="utf-8") as f:
         run = json.load(f)
+    tokens_per_step = run["batch"] * run["seq_len"]
     seconds = sum(
-        run["batch"] * shape[1] * (b["step"] - a["step"]) / b["tokens_per_s"]
+        tokens_per_step * (b["step"] - a["step"]) / b["tokens_per_s"]
         for a, b in zip([{"step": 0}, *steps], steps, strict=False)
     )
     return {
         "steps": steps[-1]["step"],
-        "tokens_seen": steps[-1]["step"] * run["batch"] * shape[1],
+        "tokens_seen": steps[-1]["step"] * tokens_per_step,
         "train_seconds": seconds,
         "tokens_per_s": float(np.mean([r["tokens_per_s"] for r in steps[1:]] or [0])),
         "data_fraction": float(np.mean([r["data_fraction"] for r in steps[1:]] or [0])),

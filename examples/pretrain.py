@@ -24,6 +24,7 @@ import json
 import os
 import time
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         shipped = dataclasses.replace(
             config, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1
         )
-        params = jax_cast(state.params, getattr(jnp, args.dtype))
+        params = jax.tree.map(lambda x: x.astype(getattr(jnp, args.dtype)), state.params)
         xj.XmodForMaskedLM(shipped).save_pretrained(args.export, params)
         # the tokenizer's length limit is the model's (transformers' tokenizer reads it too)
         limit = config.max_position_embeddings - 2
@@ -167,12 +168,6 @@ def main(argv: list[str] | None = None) -> None:
             args.export
         )
         print(f"wrote {args.export}")
-
-
-def jax_cast(params, dtype):
-    import jax
-
-    return jax.tree.map(lambda x: x.astype(dtype), params)
 
 
 if __name__ == "__main__":

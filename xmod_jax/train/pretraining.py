@@ -58,12 +58,19 @@ def masking_transform(spec: MaskingSpec) -> Callable[[Batch, jax.Array], Batch]:
 def unigram_log_probs(rows: Any, spec: MaskingSpec) -> np.ndarray:
     """Add-one unigram log-probabilities float32 [V] of the regular tokens in `rows` (an array
     or a list / dict of arrays); specials and `<mask>` get the smallest log-probability."""
+    counts = _regular_token_counts(rows, spec) + 1.0
+    return np.log(counts / counts.sum()).astype(np.float32)
+
+
+def _regular_token_counts(rows: Any, spec: MaskingSpec) -> np.ndarray:
+    """Token counts float64 [V] of `rows` (an array, or a list / dict of arrays), with the
+    specials and `<mask>` at 0."""
     arrays = rows.values() if isinstance(rows, dict) else rows
     arrays = [arrays] if isinstance(arrays, np.ndarray) else arrays
     counts = sum(np.bincount(np.ravel(a), minlength=spec.vocab_size) for a in arrays)
-    counts = counts.astype(np.float64) + 1.0
-    counts[[*spec.special_ids, spec.mask_id]] = 1.0
-    return np.log(counts / counts.sum()).astype(np.float32)
+    counts = counts.astype(np.float64)
+    counts[[*spec.special_ids, spec.mask_id]] = 0.0
+    return counts
 
 
 def with_unigram_output_bias(params: Any, log_probs: np.ndarray) -> Any:
@@ -202,12 +209,9 @@ class HeldOutMLM:
     def unigram_baseline(self, train_rows: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
         """Per language: "accuracy" of always predicting the language's most frequent training
         token at the masked positions, and "perplexity" of its (add-one) unigram distribution."""
-        specials = set(self.spec.special_ids) | {self.spec.mask_id}
         results = {}
         for code, data in self.sets.items():
-            counts = np.bincount(train_rows[code].ravel(), minlength=self.spec.vocab_size)
-            counts = counts.astype(np.float64)
-            counts[list(specials)] = 0
+            counts = _regular_token_counts(train_rows[code], self.spec)
             probs = (counts + 1) / (counts + 1).sum()
             targets = data["labels"][data["labels"] != IGNORE_INDEX]
             results[code] = {
