@@ -120,8 +120,8 @@ def training_facts(workdir: str) -> dict:
     }
 
 
-def write_card(folder: str, config, results: dict, facts: dict, corpus: dict) -> None:
-    """README.md of the model folder."""
+def write_card(folder: str, config, results: dict, facts: dict, corpus: dict, drawn: bool) -> None:
+    """README.md of the model folder; it shows the heatmap only where one was `drawn`."""
     langs = results["languages"]
     lines = [
         "# xmod-jax/mini-debian",
@@ -180,8 +180,7 @@ def write_card(folder: str, config, results: dict, facts: dict, corpus: dict) ->
         f"Accuracy at least {QUALITY_RATIO:.0f}x the unigram baseline: {ratio_ok} of {n} "
         f"languages. Own adapter better than the mean of the others: {own_ok} of {n}.",
         "",
-        "![text language x adapter loss](adapter_losses.png)",
-        "",
+        *(["![text language x adapter loss](adapter_losses.png)", ""] if drawn else []),
         "Held out from training, for independent evaluation: gettext catalogues, "
         "debian-reference and debian-handbook.",
         "",
@@ -206,16 +205,16 @@ def main(argv: list[str] | None = None) -> None:
     with open(os.path.join(args.corpus, "manifest.json"), encoding="utf-8") as f:
         corpus = json.load(f)["languages"]
     folder = args.model
-    draw_matrix(results, os.path.join(folder, "adapter_losses.png"))
+    drawn = draw_matrix(results, os.path.join(folder, "adapter_losses.png"))
     with open(os.path.join(folder, "eval.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1)
-    write_card(folder, model.config, results, results["training"], corpus)
+    write_card(folder, model.config, results, results["training"], corpus, drawn)
     for code, r in results["languages"].items():
         print(f"{code}: accuracy {r['accuracy']:.3f} (unigram {r['unigram_accuracy']:.3f}, "
               f"{r['accuracy_ratio']:.1f}x), context gain {r['context_gain']:.2f}, own adapter "
               f"{r['own_adapter_loss']:.3f} vs others {r['other_adapters_loss']:.3f}")  # fmt: skip
-    print(f"wrote {folder}/README.md, eval.json and adapter_losses.png "
-          f"in {time.perf_counter() - t0:.0f} s")  # fmt: skip
+    written = ["README.md", "eval.json"] + (["adapter_losses.png"] if drawn else [])
+    print(f"wrote {', '.join(written)} into {folder} in {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -66,4 +66,15 @@ def test_pretrain_and_model_card_run_on_the_corpus_sample(tmp_path, sample_token
     assert results["training"]["steps"] == 12
     card = (export / "README.md").read_text()
     assert all(f"| {code} |" in card for code in codes)
-    assert (export / "adapter_losses.png").stat().st_size > 1000
+    # The heatmap needs the plots extra (matplotlib): drawn and shown where it is installed,
+    # otherwise absent and not linked from the card.
+    try:
+        import matplotlib  # noqa: F401
+
+        drawn = True
+    except ImportError:
+        drawn = False
+    assert (export / "adapter_losses.png").exists() == drawn
+    assert ("adapter_losses.png" in card) == drawn
+    if drawn:
+        assert (export / "adapter_losses.png").stat().st_size > 1000
