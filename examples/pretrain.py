@@ -2,10 +2,11 @@
 
     python corpus/build.py --out data/corpus             # the corpus (once)
     python corpus/train_vocab.py --corpus data/corpus --out data/vocab
-    python examples/pretrain.py --corpus data/corpus --vocab data/vocab --workdir runs/mini \\
-        --steps 6000 [--export runs/mini/model]
+    python examples/pretrain.py --workdir runs/bundle --export runs/bundle/model
 
-Every language with training text gets an adapter; every batch mixes languages, each row routed
+The defaults are the bundled model's run (`xj.BUNDLED_MODEL`, about 45 min on 2 cores). Every
+language with at least `--min-chars` characters of training text gets an adapter (16 in the
+corpus); every batch mixes languages, each row routed
 to its own adapter (`xmod_jax.train.pretraining`). Rows are packed from each language's first
 `--max-chars` characters of training text, while the sampling probabilities p_l ∝ n_l^alpha use
 the full corpus sizes (training characters per language in the manifest), so the cap only limits how
@@ -36,6 +37,7 @@ from xmod_jax.train.pretraining import (
     PretrainConfig,
     pretrain,
     unigram_log_probs,
+    with_local_attention_init,
     with_unigram_output_bias,
 )
 
@@ -89,28 +91,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--corpus", default="data/corpus", help="corpus/build.py's output")
     parser.add_argument("--vocab", default="data/vocab", help="corpus/train_vocab.py's output")
     parser.add_argument("--workdir", required=True, help="checkpoints, log.jsonl, rows.npz")
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--steps", type=int, default=1600)
     parser.add_argument("--stop-after", type=int, default=None, help="end after N steps")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--lr", type=float, default=7e-4)
+    parser.add_argument("--warmup", type=int, default=150)
     parser.add_argument("--decay-fraction", type=float, default=0.2)
     parser.add_argument("--alpha", type=float, default=0.3, help="language sampling exponent")
     parser.add_argument("--languages", nargs="*", help="codes (default: see --min-chars)")
     parser.add_argument(
-        "--min-chars", type=int, default=250_000,
+        "--min-chars", type=int, default=1_000_000,
         help="by default, every language with at least this much training text",
     )  # fmt: skip
     parser.add_argument("--max-chars", type=int, default=4_000_000, help="per language")
     parser.add_argument("--eval-rows", type=int, default=48, help="held-out rows per language")
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--checkpoint-every", type=int, default=200)
+    parser.add_argument("--eval-every", type=int, default=150)
+    parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument(
         "--unigram-bias", action=argparse.BooleanOptionalAction, default=True,
         help="start the output bias at the training text's unigram log-probabilities",
+    )  # fmt: skip
+    parser.add_argument(
+        "--local-attention", action=argparse.BooleanOptionalAction, default=True,
+        help="start attention local: sinusoidal positions, heads aimed at the neighbours",
     )  # fmt: skip
     parser.add_argument("--export", default=None, help="write a transformers folder here")
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
@@ -152,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     params = model.init_params(budget.seed)
     if args.unigram_bias:
         params = with_unigram_output_bias(params, unigram_log_probs(rows["train"], spec))
+    if args.local_attention:
+        params = with_local_attention_init(params, config.pad_token_id)
     state, _ = pretrain(
         model, params, batches, spec, budget, args.workdir,
         held_out=held_out, stop_after=args.stop_after,

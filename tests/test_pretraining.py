@@ -21,7 +21,9 @@ from xmod_jax.train.pretraining import (
     PretrainConfig,
     make_pretrain_optimizer,
     pretrain,
+    sinusoids,
     unigram_log_probs,
+    with_local_attention_init,
     with_unigram_output_bias,
 )
 
@@ -378,3 +380,61 @@ def test_unigram_output_bias_starts_at_the_unigram_distribution(setup):
     assert biased < fresh - 0.08 and abs(biased - np.log(3 * SPAN)) < 0.05, (fresh, biased)
     with pytest.raises(ValueError, match="do not fit"):
         with_unigram_output_bias(params, log_probs[:-1])
+
+
+def local_model(hidden=256, heads=4):
+    config = xj.XmodConfig(
+        vocab_size=V, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=heads,
+        intermediate_size=hidden, max_position_embeddings=66, type_vocab_size=1,
+        layer_norm_eps=1e-5, pre_norm=True, languages=LANGS,
+    )  # fmt: skip
+    return xj.XmodForMaskedLM(config)
+
+
+def test_local_attention_init_writes_sinusoids_and_only_query_key_kernels():
+    model = local_model()
+    params = model.init_params(0)
+    local = with_local_attention_init(params, PAD, position_scale=0.05)
+    table = np.asarray(local["roberta"]["embeddings"]["position_embeddings"]["embedding"])
+    old = np.asarray(params["roberta"]["embeddings"]["position_embeddings"]["embedding"])
+    np.testing.assert_array_equal(table[: PAD + 1], old[: PAD + 1])  # never used by tokens
+    waves = 0.05 * sinusoids(len(table) - PAD - 1, table.shape[1])
+    np.testing.assert_allclose(table[PAD + 1 :], waves, atol=1e-7)
+    gram = waves @ waves.T  # sinusoids: p_i . p_j depends on i - j only
+    np.testing.assert_allclose(np.diag(gram, 1)[:5], np.diag(gram, 1)[10:15], rtol=1e-4)
+    changed = jax.tree_util.tree_map_with_path(
+        lambda path, a, b: (jax.tree_util.keystr(path), not np.array_equal(a, b)), params, local
+    )
+    changed = {
+        name
+        for name, differs in jax.tree.leaves(changed, is_leaf=lambda x: isinstance(x, tuple))
+        if differs
+    }
+    expected = {"['roberta']['embeddings']['position_embeddings']['embedding']"} | {
+        f"['roberta']['encoder']['layer_{i}']['attention']['self']['{qk}']['kernel']"
+        for i in range(2) for qk in ("query", "key")
+    }  # fmt: skip
+    assert changed == expected
+
+
+def test_local_attention_init_points_each_head_at_its_offset():
+    """Why the init exists: with transformers' init a fresh model attends about uniformly, so a
+    masked token hears 1/S of its neighbour; after it, head h of every layer looks at the
+    position offsets[h] away, masked tokens included."""
+    model = local_model()
+    ids = jnp.asarray(sample_ids(batch=8, seq_len=64))
+    ids = ids.at[:, 10::4].set(SPEC.mask_id)
+    lang_ids = model.config.lang_ids(["en_XX"] * 8)
+    rows = np.arange(3, 40)  # real tokens in every row (sample_ids rows hold at least 10)
+
+    def share(params, layer: int, head: int, offset: int) -> float:
+        out = model.apply({"params": params}, ids, lang_ids=lang_ids, output_attentions=True)
+        probs = np.asarray(out.attentions[layer])[:, head]  # [B, S, S]
+        return float(np.mean(probs[:, rows, rows + offset]))
+
+    params = model.init_params(0)
+    local = with_local_attention_init(params, PAD)
+    for head, offset in enumerate((-1, 1, -2, 2)):
+        assert share(params, 0, head, offset) < 0.05  # about 1 / 64
+        for layer in (0, 1):
+            assert share(local, layer, head, offset) > 0.5, (layer, head, offset)
