@@ -120,6 +120,16 @@ def training_facts(workdir: str) -> dict:
     }
 
 
+def init_line(run: dict) -> str:
+    """The model card's line on how the params started (examples/pretrain.py's flags)."""
+    changes = []
+    if run.get("unigram_bias"):
+        changes.append("the output bias at the unigram distribution (`with_unigram_output_bias`)")
+    if run.get("local_attention"):
+        changes.append("attention aimed at the neighbouring tokens (`with_local_attention_init`)")
+    return "- init: transformers' scheme" + (", with " + " and ".join(changes) if changes else "")
+
+
 def write_card(folder: str, config, results: dict, facts: dict, corpus: dict, drawn: bool) -> None:
     """README.md of the model folder; it shows the heatmap only where one was `drawn`."""
     langs = results["languages"]
@@ -150,6 +160,7 @@ def write_card(folder: str, config, results: dict, facts: dict, corpus: dict, dr
         f"of the step time); final training loss {facts['final_train_loss']:.3f}",
         f"- language sampling p ∝ n^{facts['run']['alpha']}; masking 15% (80/10/10); no "
         "dropout during pre-training (this config sets 0.1 for fine-tuning)",
+        init_line(facts["run"]),
         f"- vocabulary: {config.vocab_size} ids, sentencepiece unigram "
         "(`corpus/train_vocab.py`), XLM-R's special-token layout",
         "",

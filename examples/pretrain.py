@@ -4,7 +4,7 @@
     python corpus/train_vocab.py --corpus data/corpus --out data/vocab
     python examples/pretrain.py --workdir runs/bundle --export runs/bundle/model
 
-The defaults are the bundled model's run (`xj.BUNDLED_MODEL`, about 45 min on 2 cores). Every
+The defaults are the bundled model's run (`xj.BUNDLED_MODEL`, about 47 min on 2 cores). Every
 language with at least `--min-chars` characters of training text gets an adapter (16 in the
 corpus); every batch mixes languages, each row routed
 to its own adapter (`xmod_jax.train.pretraining`). Rows are packed from each language's first

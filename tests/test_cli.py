@@ -160,5 +160,11 @@ def test_errors_in_process(mlm_folder, tmp_path, capsys):
     assert cli.main([*args, "--input", str(tmp_path / "missing.txt")]) == 1
     assert "missing.txt" in capsys.readouterr().err
     with pytest.raises(SystemExit) as usage:
-        cli.main(["fill-mask", "--lang", "en_XX"])  # no --model
+        cli.main(["fill-mask", "--lang", "en_XX", "--model"])  # --model without its value
     assert usage.value.code == 2
+    assert "argument --model: expected one argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["info"], ["fill-mask"], ["embed", "--output", "x.npy"]])
+def test_model_defaults_to_the_bundled_one(command):
+    assert cli.build_parser().parse_args(command).model == xj.BUNDLED_MODEL

@@ -52,8 +52,10 @@ CASES = {
         ("info", "--model", "{mlm}/config.json"), r"'{mlm}/config\.json' is not a folder"
     ),
     "info-folder-without-config": Case(("info", "--model", "{root}/empty"), r"no config\.json in"),
-    "info-no-model-argument": Case(
-        ("info",), r"required: --model; see xmod-jax info --help$", status=2
+    "info-model-without-value": Case(
+        ("info", "--model"),
+        r"argument --model: expected one argument; see xmod-jax info --help$",
+        status=2,
     ),
     # fill-mask
     "fill-mask-missing-model": Case(
@@ -67,6 +69,9 @@ CASES = {
         r"no input texts in stdin",
         stdin="",
         slow=False,
+    ),
+    "fill-mask-unknown-language-for-the-bundled-model": Case(  # no --model: the bundled one
+        ("fill-mask", "--lang", "xx_XX", "a <mask>"), r"unknown language 'xx_XX'; known: cs_CZ, "
     ),
     "fill-mask-text-without-mask": Case(
         ("fill-mask", "--model", "{mlm}", "--lang", "en_XX", "no mask here"),

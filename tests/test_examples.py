@@ -1,12 +1,26 @@
 """The examples run, on reduced settings, and do what their docstrings promise."""
 
 import pathlib
+import re
+import subprocess
 import sys
+
+import jax
+import numpy as np
+import optax
+
+import xmod_jax as xj
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
 import finetune_classification  # noqa: E402
+import quickstart  # noqa: E402
+
+RUN_AS_MAIN = (  # the quickstart as `python examples/quickstart.py` runs it, then what it imported
+    "import runpy, sys; sys.argv = [sys.argv[1]]; runpy.run_path(sys.argv[0], run_name='__main__');"
+    " print('torch imported:', 'torch' in sys.modules)"
+)
 
 
 def test_finetuning_learns_and_transfers_across_adapters(tmp_path):
@@ -78,3 +92,42 @@ def test_pretrain_and_model_card_run_on_the_corpus_sample(tmp_path, sample_token
     assert ("adapter_losses.png" in card) == drawn
     if drawn:
         assert (export / "adapter_losses.png").stat().st_size > 1000
+
+
+def test_quickstart_prints_every_section_without_torch(tmp_path):
+    script = str(ROOT / "examples" / "quickstart.py")
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_AS_MAIN, script],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"loaded {xj.BUNDLED_MODEL} in " in out and "16 language adapters" in out
+    assert "fill-mask, one mixed batch of 8 languages, each row its own adapter:" in out
+    for code, text in quickstart.SENTENCES.items():
+        assert re.search(rf"  {code}  {re.escape(text)}\n +-> \S+ [\d.]+  \S+ [\d.]+  \S+ ", out)
+    same = re.search(r"top-3 tokens in (\d) of 8 rows, largest score difference (\S+)\n", out)
+    assert same and same[1] == "8" and float(same[2]) <= 1e-6, out
+    for code in quickstart.ADAPTERS_SHOWN:
+        assert re.search(rf"  {code} adapter -> \S+ ", out)
+    assert "through all 16 adapters in one call; mean masked-token loss" in out
+    assert re.search(r"de_DE, its own adapter: [\d.]+, rank \d+ of 16\n  best: ", out)
+    assert re.search(r"compilations after loading: 2 \(fill-mask forward: 1 for 10 calls", out)
+    assert out.endswith("torch imported: False\n")
+
+
+def test_quickstart_adapter_losses_route_every_row(tmp_path):
+    """The one-call sweep over adapters equals the loss of each adapter's rows run alone."""
+    model, params = xj.XmodForMaskedLM.from_pretrained(xj.BUNDLED_MODEL)
+    tokenizer = xj.XmodTokenizer.from_pretrained(xj.BUNDLED_MODEL)
+    text = "Das Programm läuft auf der Kommandozeile."
+    losses = quickstart.adapter_losses(model, params, tokenizer, text)
+    assert list(losses) == list(model.config.languages)
+    batch = quickstart.masked_token_batch(tokenizer, text)
+    for code in ("de_DE", "ja_XX"):
+        logits = model.apply(
+            {"params": params}, batch["input_ids"], lang_ids=model.config.lang_ids(code),
+            logits_positions=batch["logits_positions"],
+        ).logits[:, 0]  # fmt: skip
+        expected = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"][:, 0])
+        np.testing.assert_allclose(losses[code], float(jax.numpy.mean(expected)), atol=1e-5)

@@ -49,7 +49,7 @@ def tiny_decoder(tmp_path_factory):
 
 def test_readme_snippets_run(tiny_xmod_base, tiny_decoder, tmp_path, monkeypatch):
     blocks = _python_blocks()
-    usage = next(b for b in blocks if "from_pretrained" in b)
+    usage = next(b for b in blocks if "my-xmod-classifier" in b)
     recipe = next(b for b in blocks if "checkify" in b)
     decoding = next(b for b in blocks if "xj.generate" in b)
     finetuning = next(b for b in blocks if "make_train_step" in b)
@@ -80,3 +80,13 @@ def test_readme_export_snippets_run(tiny_xmod_base, tmp_path, monkeypatch):
     exec(by_path.replace("path/to/runtime.py", runtime.__file__), namespace)
     assert namespace["runtime"].__name__ == "xmod_runtime"
     assert namespace["exported"].function == "mlm" and namespace["exported"].max_length == 512
+
+
+def test_bundled_model_snippet_runs_as_written():
+    bundled = next(b for b in _python_blocks() if "BUNDLED_MODEL" in b)
+    namespace = {}
+    exec(bundled, namespace)
+    model, tok, clf = namespace["model"], namespace["tok"], namespace["clf"]
+    assert len(model.config.languages) == 16 and tok.vocab_size == model.config.vocab_size
+    assert clf.config.num_labels == 10
+    assert os.path.isfile(os.path.join(namespace["folder"], "model.safetensors"))

@@ -7,6 +7,7 @@ Every module takes `lang_ids` explicitly and gathers its language adapters from 
 from xmod_jax.config import XmodConfig
 from xmod_jax.decoding import generate
 from xmod_jax.errors import CheckpointError
+from xmod_jax.hub import BUNDLED_MODEL
 from xmod_jax.nn.axes import AXIS_NAMES, logical_axes, params_axes
 from xmod_jax.nn.cache import XmodCache, XmodLayerCache, init_cache
 from xmod_jax.nn.encoder import XmodModel
@@ -29,6 +30,7 @@ from xmod_jax.train.steps import TrainState, make_eval_step, make_train_step
 
 __all__ = [
     "AXIS_NAMES",
+    "BUNDLED_MODEL",
     "CheckpointError",
     "Encoding",
     "XmodCache",

@@ -2,9 +2,9 @@
 
     xmod-jax convert hf-to-flax SRC DST [--dtype bfloat16] [--head CLASS] [--overwrite]
     xmod-jax convert flax-to-hf SRC DST [--head CLASS] [--overwrite]
-    xmod-jax fill-mask --model PATH --lang CODE [--top-k 5] [TEXT ...]
-    xmod-jax embed --model PATH --lang CODE --output OUT.npy [--normalize] [TEXT... | --input F]
-    xmod-jax info --model PATH
+    xmod-jax fill-mask [--model PATH] [--lang CODE] [--top-k 5] [TEXT ...]
+    xmod-jax embed [--model PATH] [--lang CODE] --output OUT.npy [--normalize] [TEXT... | --input F]
+    xmod-jax info [--model PATH]
     xmod-jax export --model PATH --output M.xmodexport [--function mlm|embed]
                     [--platforms cpu,cuda,tpu] [--dtype bfloat16]
 
@@ -16,8 +16,10 @@ state and the mean-pooled sentence embedding. `xmod_jax/export/runtime.py` runs 
 numpy alone.
 
 Also runs as `python -m xmod_jax.cli`. Texts come from the arguments, else from `--input FILE`
-(`-` is stdin), else from stdin, one per line. `--model` is a folder or a hub name. Progress bars
-go to stderr when it is a terminal.
+(`-` is stdin), else from stdin, one per line. `--model` is a folder or a hub name; fill-mask,
+embed and info default to the model shipped with the package, "xmod-jax/mini-debian"
+(`xmod_jax.BUNDLED_MODEL`), whose default language is en_XX. Progress bars go to stderr when it
+is a terminal.
 
 Every failure is one line on stderr, `xmod-jax: error: ...`, never a traceback: bad input and
 any `OSError` (naming the file and the reason: a missing or unwritable path, a full disk) exit
@@ -51,7 +53,7 @@ from xmod_jax.ckpts.folders import flax_to_hf, hf_to_flax
 from xmod_jax.ckpts.mapping import iter_leaves
 from xmod_jax.config import XmodConfig
 from xmod_jax.export import FUNCTIONS, KNOWN_PLATFORMS, PLATFORMS, check_platforms, export_model
-from xmod_jax.hub import resolve_folder
+from xmod_jax.hub import BUNDLED_MODEL, resolve_folder
 from xmod_jax.nn.encoder import XmodModel
 from xmod_jax.nn.heads import HEAD_PARAMS, XmodForMaskedLM, class_for
 from xmod_jax.nn.module import Params, XmodPreTrainedModule
@@ -118,8 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("--no-progress", action="store_true", help="no progress bars")
-    model = argparse.ArgumentParser(add_help=False, parents=[quiet])
-    model.add_argument("--model", required=True, help="checkpoint folder or hub name")
+    model_path = argparse.ArgumentParser(add_help=False)
+    model_path.add_argument(
+        "--model",
+        default=BUNDLED_MODEL,
+        help=f"checkpoint folder or hub name (default: {BUNDLED_MODEL}, shipped with the package)",
+    )
+    model = argparse.ArgumentParser(add_help=False, parents=[quiet, model_path])
     model.add_argument("--lang", help="language code, e.g. en_XX (default: the config's)")
     model.add_argument("--dtype", choices=DTYPES, default="float32", help="computation dtype")
     model.add_argument("--batch-size", type=int, default=32, help="texts per batch (32)")
@@ -153,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("texts", nargs="*", metavar="TEXT", help="texts (default: --input, stdin)")
     emb.set_defaults(run=run_embed)
 
-    info = commands.add_parser("info", help="config, languages, parameter counts")
-    info.add_argument("--model", required=True, help="checkpoint folder or hub name")
+    info = commands.add_parser(
+        "info", help="config, languages, parameter counts", parents=[model_path]
+    )
     info.set_defaults(run=run_info)
 
     export = commands.add_parser("export", help="a portable jax.export file", parents=[quiet])

@@ -20,6 +20,7 @@ import numpy as np
 from xmod_jax.activations import ACTIVATIONS
 from xmod_jax.atomic import atomic_write_bytes, readable_folder
 from xmod_jax.errors import CheckpointError
+from xmod_jax.hub import BUNDLED_MODEL, bundled_folder
 
 CONFIG_NAME = "config.json"
 MODEL_TYPE = "xmod"
@@ -232,7 +233,10 @@ class XmodConfig:
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, **overrides: Any) -> XmodConfig:
-        """Read `folder/config.json` (transformers layout); keyword overrides win."""
+        """Read `folder/config.json` (transformers layout); keyword overrides win. `folder` may
+        also be the bundled model's name, `xmod_jax.BUNDLED_MODEL`."""
+        if os.fspath(folder) == BUNDLED_MODEL:
+            folder = bundled_folder()
         folder = readable_folder(folder)  # a save killed mid-swap leaves the previous folder aside
         path = os.path.join(folder, CONFIG_NAME)
         if not os.path.isfile(path):

@@ -1,7 +1,11 @@
-"""Resolving `from_pretrained` paths: a local folder, or a Hugging Face hub name.
+"""Resolving `from_pretrained` paths: the bundled model's name, a local folder, or a Hugging Face
+hub name.
 
-Hub downloads use the optional `huggingface_hub` package (`pip install 'xmod-jax[hub]'`) and
-fetch only what loading needs: the config, the weights and the tokenizer files.
+`BUNDLED_MODEL` ("xmod-jax/mini-debian") names the small X-MOD shipped inside the package, in
+`BUNDLED_FOLDER`: it always means that folder (a local folder of the same relative path is read
+as "./xmod-jax/mini-debian") and is never downloaded. Hub downloads use the optional
+`huggingface_hub` package (`pip install 'xmod-jax[hub]'`) and fetch only what loading needs: the
+config, the weights and the tokenizer files.
 """
 
 from __future__ import annotations
@@ -26,11 +30,16 @@ HUB_FILES = [
     "special_tokens_map.json",
 ]
 HUB_TORCH_FILES = ["pytorch_model.bin", "pytorch_model*.bin", "pytorch_model.bin.index.json"]
+BUNDLED_MODEL = "xmod-jax/mini-debian"
+BUNDLED_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "mini-debian")
 
 
 def resolve_folder(path: str | os.PathLike) -> str:
-    """The local folder for `path`, downloading a hub repository such as "facebook/xmod-base"."""
+    """The local folder for `path`: the package folder for `BUNDLED_MODEL`, `path` itself for a
+    folder, else a hub repository such as "facebook/xmod-base", downloaded."""
     path = os.fspath(path)
+    if path == BUNDLED_MODEL:
+        return bundled_folder()
     if os.path.isdir(path):
         return path
     if os.path.exists(path) or not REPO_ID.match(path):
@@ -56,6 +65,19 @@ def resolve_folder(path: str | os.PathLike) -> str:
             "network"
         ) from None
     return folder
+
+
+def bundled_folder() -> str:
+    """`BUNDLED_FOLDER`, checked to hold weights: a missing folder or missing weights raise a
+    CheckpointError naming the folder."""
+    if not has_weight_files(BUNDLED_FOLDER):
+        state = "holds no model weights" if os.path.isdir(BUNDLED_FOLDER) else "does not exist"
+        raise CheckpointError(
+            f"the bundled model {BUNDLED_MODEL!r} is missing from this installation: "
+            f"{BUNDLED_FOLDER} {state}; reinstall xmod-jax from a wheel or an sdist, which carry "
+            "it (a source checkout has it once the trained model is committed there)"
+        )
+    return BUNDLED_FOLDER
 
 
 def has_weight_files(folder: str) -> bool:

@@ -158,8 +158,9 @@ class XmodPreTrainedModule(ChildFields, nn.Module):
     ) -> tuple[XmodPreTrainedModule, Params]:
         """Load a checkpoint -> (model, params); see `xmod_jax.ckpts.loading`.
 
-        path: a transformers folder, an orbax folder written by `convert/hf_to_flax.py`, or a
-        Hugging Face hub name (downloaded with `huggingface_hub` when installed).
+        path: a transformers folder, an orbax folder written by `convert/hf_to_flax.py`, the
+        bundled model's name (`xmod_jax.BUNDLED_MODEL`, read from the package), or a Hugging Face
+        hub name (downloaded with `huggingface_hub` when installed).
         """
         from xmod_jax.ckpts.loading import load_pretrained
 

@@ -31,7 +31,7 @@ import sentencepiece as spm
 
 from xmod_jax.atomic import readable_folder, updated_folder
 from xmod_jax.errors import CheckpointError
-from xmod_jax.hub import REPO_ID, resolve_folder
+from xmod_jax.hub import BUNDLED_MODEL, REPO_ID, resolve_folder
 from xmod_jax.text.normalizer import PrecompiledNormalizer
 from xmod_jax.text.spm_files import (
     CONTROL,
@@ -139,7 +139,8 @@ class XmodTokenizer:
     ) -> XmodTokenizer:
         """Loads `sentencepiece.bpe.model`, else the unigram model in `tokenizer.json`.
 
-        `path` is a folder or a hub name ("facebook/xmod-base"); `model_max_length` defaults
+        `path` is a folder, a hub name ("facebook/xmod-base") or the bundled model's name
+        (`xmod_jax.BUNDLED_MODEL`); `model_max_length` defaults
         to the one in `tokenizer_config.json`, else 512.
         """
         folder = _resolve_folder(path)
@@ -474,7 +475,10 @@ def _truncate(
 
 
 def _resolve_folder(path: str | os.PathLike) -> str:
-    """The local folder for `path`: a folder, or a hub name fetched by `xmod_jax.hub`."""
+    """The local folder for `path`: the bundled model's, a folder, or a hub name fetched by
+    `xmod_jax.hub`."""
+    if os.fspath(path) == BUNDLED_MODEL:  # the name wins over a local folder, as for models
+        return resolve_folder(path)
     path = readable_folder(path)  # a save killed mid-swap leaves the previous folder aside
     if os.path.isdir(path):
         return path
