@@ -42,6 +42,7 @@ from xmod_jax.nn.layouts import stack_layers
 from xmod_jax.train.freezing import freeze_labels
 from xmod_jax.train.masking import MaskingSpec
 from xmod_jax.train.mlm_data import MixedLanguageBatches, corpus_rows
+from xmod_jax.train.pretrain_init import pretraining_config
 from xmod_jax.train.pretraining import (
     PretrainConfig,
     make_pretrain_optimizer,
@@ -59,24 +60,6 @@ QUICK = dict(hidden=32, layers=2, heads=2, intermediate=64, vocab_size=20000, ba
              length=32, repeats=3)  # fmt: skip
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
 BUDGET = PretrainConfig(steps=1000, learning_rate=1e-3, warmup_steps=100)
-
-
-def model_config(args: argparse.Namespace) -> xj.XmodConfig:
-    """The bundled model's architecture (examples/pretrain.py) at the chosen size."""
-    return xj.XmodConfig(
-        vocab_size=args.vocab_size,
-        hidden_size=args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        intermediate_size=args.intermediate,
-        max_position_embeddings=args.length + 2,
-        type_vocab_size=1,
-        layer_norm_eps=1e-5,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        pre_norm=True,
-        languages=LANGUAGES,
-    )
 
 
 def sample_rows(args: argparse.Namespace) -> tuple[list[np.ndarray], str]:
@@ -137,7 +120,10 @@ def main() -> None:
         if getattr(args, name) is None:
             setattr(args, name, value)
     torch.set_num_threads(2)
-    config = model_config(args)
+    config = pretraining_config(
+        args.vocab_size, LANGUAGES, hidden_size=args.hidden, num_hidden_layers=args.layers,
+        seq_len=args.length, num_attention_heads=args.heads, intermediate_size=args.intermediate,
+    )  # fmt: skip
     model = xj.XmodForMaskedLM(config)
     params = model.init_params(0)
     spec = MaskingSpec(

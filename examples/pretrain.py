@@ -32,33 +32,14 @@ import numpy as np
 import xmod_jax as xj
 from xmod_jax.train.masking import MaskingSpec
 from xmod_jax.train.mlm_data import MixedLanguageBatches, corpus_rows, language_probabilities
+from xmod_jax.train.pretrain_init import pretraining_config, with_local_attention_init
 from xmod_jax.train.pretraining import (
     HeldOutMLM,
     PretrainConfig,
     pretrain,
     unigram_log_probs,
-    with_local_attention_init,
     with_unigram_output_bias,
 )
-
-
-def model_config(tokenizer, languages, args) -> xj.XmodConfig:
-    """The trained architecture: pre-LN, adapters with xmod-base's bottleneck factor 2."""
-    return xj.XmodConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.hidden // 64,
-        intermediate_size=4 * args.hidden,
-        max_position_embeddings=args.seq_len + 2,
-        type_vocab_size=1,
-        layer_norm_eps=1e-5,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        pre_norm=True,
-        languages=list(languages),
-        default_language="en_XX" if "en_XX" in languages else languages[0],
-    )
 
 
 def load_rows(args, tokenizer) -> dict[str, dict[str, np.ndarray]]:
@@ -133,7 +114,10 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = xj.XmodTokenizer.from_pretrained(args.vocab)
     rows = load_rows(args, tokenizer)
     codes = sorted(rows["train"])
-    config = model_config(tokenizer, codes, args)
+    config = pretraining_config(
+        len(tokenizer), codes, hidden_size=args.hidden, num_hidden_layers=args.layers,
+        seq_len=args.seq_len,
+    )  # fmt: skip
     model = xj.XmodForMaskedLM(config)
     spec = MaskingSpec.for_tokenizer(tokenizer)
     sizes = [train_chars[c] for c in codes]

@@ -30,6 +30,7 @@ from xmod_jax.train.mlm_data import (
     read_documents,
     tokenize_documents,
 )
+from xmod_jax.train.pretrain_init import pretraining_config
 from xmod_jax.train.pretraining import HeldOutMLM, PretrainConfig, masking_transform, pretrain
 from xmod_jax.train.steps import TrainState, make_train_step
 
@@ -253,22 +254,11 @@ def test_the_step_draws_new_masks_every_step_and_the_same_on_a_replay(rows, spec
 
 def tiny_model(vocab_size: int) -> xj.XmodForMaskedLM:
     """The trained architecture (pre-LN, no dropout, 24 adapters), at toy width."""
-    return xj.XmodForMaskedLM(
-        xj.XmodConfig(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=SEQ_LEN + 2,
-            type_vocab_size=1,
-            layer_norm_eps=1e-5,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-            pre_norm=True,
-            languages=LANGUAGES,
-        )
-    )
+    config = pretraining_config(
+        vocab_size, LANGUAGES, hidden_size=32, num_hidden_layers=1, seq_len=SEQ_LEN,
+        num_attention_heads=2, intermediate_size=64,
+    )  # fmt: skip
+    return xj.XmodForMaskedLM(config)
 
 
 BUDGET = PretrainConfig(steps=40, learning_rate=3e-3, warmup_steps=4, eval_every=40, log_every=10)

@@ -16,14 +16,13 @@ from xmod_jax.train.mlm_data import (
     pack_rows,
     padding_fraction,
 )
+from xmod_jax.train.pretrain_init import sinusoids, with_local_attention_init
 from xmod_jax.train.pretraining import (
     HeldOutMLM,
     PretrainConfig,
     make_pretrain_optimizer,
     pretrain,
-    sinusoids,
     unigram_log_probs,
-    with_local_attention_init,
     with_unigram_output_bias,
 )
 
