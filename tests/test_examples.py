@@ -34,6 +34,33 @@ def test_finetuning_learns_and_transfers_across_adapters(tmp_path):
     assert result["best_step"] in (62, 124, 186, 248)  # one of the saved steps, restored
 
 
+def test_transfer_runs_on_the_bundled_task(tmp_path):
+    """examples/transfer.py end to end (2 seeds of 3 steps): every test language is scored
+    through its own adapter and the English one, the table and results are written."""
+    import json
+    import shutil
+
+    import transfer
+
+    from xmod_jax.tasks import BUNDLED_TASK_FOLDER
+
+    task = tmp_path / "task"
+    shutil.copytree(BUNDLED_TASK_FOLDER, task)
+    out = tmp_path / "out"
+    table = transfer.main(
+        ["--task", str(task), "--out", str(out), "--seeds", "0", "1", "--steps", "3",
+         "--eval-every", "3", "--max-length", "16", "--batch", "8"]
+    )  # fmt: skip
+    assert sorted(table) == ["da_DK", "de_DE", "en_XX", "fr_XX", "it_IT"]
+    results = json.loads((out / "results.json").read_text())
+    assert [r["seed"] for r in results["runs"]] == [0, 1]
+    for run in results["runs"]:
+        assert run["own"]["de_DE"]["n"] == 84 and run["source"]["de_DE"]["n"] == 84
+        assert len(run["losses"]) == 3
+    assert table["en_XX"]["own"] == table["en_XX"]["source"]  # English rows: the same adapter
+    assert "| de_DE | 84 |" in (out / "transfer.md").read_text()
+
+
 def test_pretrain_and_model_card_run_on_the_corpus_sample(tmp_path, sample_tokenizer):
     """examples/pretrain.py (tiny settings, stopped and resumed, exported) and
     examples/model_card.py on its export: the card, eval.json and the heatmap appear, with every

@@ -1,7 +1,7 @@
 """The package's layers import one way only, and nothing imports in a cycle.
 
     config / errors / atomic / hub / activations  <-  nn  <-  {ckpts, train, decoding}
-        <-  {pipelines, parallel, export}  <-  cli;    text stands alone (no jax, no flax)
+        <-  {pipelines, tasks, parallel, export}  <-  cli;    text stands alone (no jax, no flax)
 
 `export/runtime.py` imports nothing of the package at all (nor flax): it runs exported files
 where the models are not installed.
@@ -25,11 +25,12 @@ RANKS = {
     "train": 2,
     "decoding": 2,
     "pipelines": 3,
+    "tasks": 3,
     "parallel": 3,
     "export": 3,
     "cli": 4,
 }
-TEXT_USERS = {"pipelines", "cli"}  # text stands beside the stack: it uses leaves only
+TEXT_USERS = {"pipelines", "tasks", "cli"}  # text stands beside the stack: it uses leaves only
 ALLOWED_UPWARD = {("xmod_jax.nn.module", "xmod_jax.ckpts.loading")}
 ML_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax")
 

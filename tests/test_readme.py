@@ -90,3 +90,14 @@ def test_bundled_model_snippet_runs_as_written():
     assert len(model.config.languages) == 16 and tok.vocab_size == model.config.vocab_size
     assert clf.config.num_labels == 10
     assert os.path.isfile(os.path.join(namespace["folder"], "model.safetensors"))
+
+
+def test_transfer_snippet_runs():
+    """The zero-shot transfer snippet, on the bundled model and task (2 training steps)."""
+    block = next(b for b in _python_blocks() if "finetune_classifier(" in b)
+    namespace = {}
+    exec(block.replace("steps=300", "steps=2"), namespace)
+    assert sorted(namespace["own"]) == sorted(
+        int(i) for i in namespace["config"].lang_ids(["da_DK", "de_DE", "en_XX", "fr_XX", "it_IT"])
+    )
+    assert namespace["english"].shape == (484,)

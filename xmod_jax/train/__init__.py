@@ -6,6 +6,7 @@ and language surgery.
   steps.py        `TrainState`, `make_train_step`, `make_eval_step`, `batch_indices`
   checkpoints.py  `TrainCheckpoints` (orbax)
   languages.py    `add_language`, `select_languages`
+  transfer.py     zero-shot transfer: fine-tune in one language, score every language
 """
 
 from xmod_jax.train.checkpoints import TrainCheckpoints
