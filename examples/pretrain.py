@@ -4,7 +4,7 @@
     python corpus/train_vocab.py --corpus data/corpus --out data/vocab
     python examples/pretrain.py --workdir runs/bundle --export runs/bundle/model
 
-The defaults are the bundled model's run (`xj.BUNDLED_MODEL`, about 47 min on 2 cores). Every
+The defaults are the bundled model's run (`xj.BUNDLED_MODEL`, about 52 min on 2 cores). Every
 language with at least `--min-chars` characters of training text gets an adapter (16 in the
 corpus); every batch mixes languages, each row routed
 to its own adapter (`xmod_jax.train.pretraining`). Rows are packed from each language's first
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--corpus", default="data/corpus", help="corpus/build.py's output")
     parser.add_argument("--vocab", default="data/vocab", help="corpus/train_vocab.py's output")
     parser.add_argument("--workdir", required=True, help="checkpoints, log.jsonl, rows.npz")
-    parser.add_argument("--steps", type=int, default=1600)
+    parser.add_argument("--steps", type=int, default=2400)
     parser.add_argument("--stop-after", type=int, default=None, help="end after N steps")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=128)
