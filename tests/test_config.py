@@ -7,6 +7,8 @@ only ever produces the value being checked.
 import dataclasses
 import inspect
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -487,3 +489,27 @@ def test_from_pretrained_old_style_config(tmp_path):
     }
     _write_config(tmp_path, data)
     _assert_matches_hf(XmodConfig.from_pretrained(tmp_path), HFConfig.from_pretrained(tmp_path))
+
+
+# ----------------------------------------------------------------------------- notebooks
+def test_html_table_for_notebooks():
+    config = XmodConfig(languages=["en_XX", "de_DE"], id2label={0: "<neg>", 1: "pos"})
+    table = config._repr_html_()
+    assert table.startswith("<table><caption>XmodConfig</caption>")
+    assert (
+        "<th style='text-align:left'>languages</th><td style='text-align:left'>2: en_XX, de_DE"
+        in table
+    )
+    assert "head_dim, adapter_size</th><td style='text-align:left'>64, 384<" in table
+    assert "&lt;neg&gt;" in table and "<neg>" not in table  # values are escaped
+    for field in dataclasses.fields(XmodConfig):  # every field has its row, languages once
+        assert table.count(f">{field.name}</th>") == 1
+
+
+def test_importing_the_package_loads_nothing_for_notebooks_or_plots():
+    code = (
+        "import sys, xmod_jax; heavy = ('matplotlib', 'IPython', 'treescope', 'torch', "
+        "'transformers', 'nbclient', 'ipywidgets'); print([m for m in heavy if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -7,6 +7,8 @@ Reference numbers come from `model.apply` on unpadded rows and from hand derivat
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pytest
 from helpers import MAX_POSITIONS, count_compiles, random_params, tiny_config
@@ -86,6 +88,23 @@ def test_fill_mask_matches_the_raw_model(mlm, tok):
             assert m.token_ids.dtype == np.int32 and m.scores.dtype == np.float32
             assert (np.diff(m.scores) <= 0).all()  # best first
             assert m.tokens == [tok.decode([t], skip_special_tokens=False) for t in m.token_ids]
+
+
+def test_fill_mask_results_show_as_a_table_in_notebooks(mlm, tok):
+    """A list of lists like before, plus an HTML table: one row per mask, with its text, its
+    language and its fillers (escaped)."""
+    model, params = mlm
+    texts = ["a <mask> & <mask> b", "<b>bold</b> <mask>"]
+    results = pl.fill_mask(model, params, tok, texts, ["fr_XX", "de_DE"], top_k=2)
+    assert isinstance(results, list) and [len(r) for r in results] == [2, 1]
+    assert results == [list(r) for r in results]
+    table = results._repr_html_()
+    assert table.count("<tr>") == 1 + 3  # the header and one row per mask
+    assert "<td>fr_XX</td><td>2</td>" in table and "<td>de_DE</td><td>1</td>" in table
+    assert "&lt;b&gt;bold&lt;/b&gt;" in table and "<b>bold" not in table
+    for prediction in results[1]:
+        first = prediction.tokens[0].strip() or repr(prediction.tokens[0])
+        assert f"{first} ({prediction.scores[0]:.3f})" in html.unescape(table)
 
 
 def test_fill_mask_routes_languages_per_text(mlm, tok):

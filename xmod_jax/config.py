@@ -10,6 +10,7 @@ that would change the math in a way this package does not implement raises, nami
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -217,6 +218,21 @@ class XmodConfig:
                 value = list(value)
             out[f.name] = value
         return out
+
+    def _repr_html_(self) -> str:
+        """A table for notebooks: the languages and derived sizes first, then every field."""
+        rows = [
+            ("languages", f"{self.num_languages}: {', '.join(self.languages)}"),
+            ("head_dim, adapter_size", f"{self.head_dim}, {self.adapter_size}"),
+        ]
+        rows += [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
+        body = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(name)}</th>"
+            f"<td style='text-align:left'>{html.escape(str(value))}</td></tr>"
+            for name, value in rows
+            if name != "languages" or isinstance(value, str)
+        )
+        return f"<table><caption>XmodConfig</caption>{body}</table>"
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

@@ -18,6 +18,7 @@ cached, so it compiles at most once per bucket for a given batch size and params
 from __future__ import annotations
 
 import functools
+import html
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -47,6 +48,31 @@ class MaskPrediction(NamedTuple):
     token_ids: np.ndarray  # int32 [k]
     tokens: list[str]  # the decoded fillers
     scores: np.ndarray  # float32 [k], softmax probabilities, descending
+
+
+class FillMaskResults(list):
+    """`fill_mask`'s result: a list (per text) of lists (per `<mask>`) of `MaskPrediction`,
+    which a notebook shows as a table (text, language, mask, the fillers with their scores)."""
+
+    def __init__(self, predictions: list[list[MaskPrediction]], texts: list[str], langs: list[str]):
+        super().__init__(predictions)
+        self.texts, self.langs = texts, langs
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for text, lang, masks in zip(self.texts, self.langs, self, strict=True):
+            for k, prediction in enumerate(masks):
+                fillers = ", ".join(
+                    f"{html.escape(t.strip() or repr(t))} ({p:.3f})"
+                    for t, p in zip(prediction.tokens, prediction.scores, strict=True)
+                )
+                rows.append(
+                    f"<tr><td style='text-align:left'>{html.escape(_preview(text)[1:-1])}</td>"
+                    f"<td>{html.escape(lang)}</td><td>{k + 1}</td>"
+                    f"<td style='text-align:left'>{fillers}</td></tr>"
+                )
+        head = "<tr><th>text</th><th>language</th><th>mask</th><th>best fillers (score)</th></tr>"
+        return f"<table>{head}{''.join(rows)}</table>"
 
 
 class Classification(NamedTuple):
@@ -86,8 +112,9 @@ def fill_mask(
     top_k: int = 5,
     batch_size: int = 32,
     progress: bool = False,
-) -> list[list[MaskPrediction]]:
-    """Per text, per `<mask>` (in order), the `top_k` most probable tokens.
+) -> FillMaskResults:
+    """Per text, per `<mask>` (in order), the `top_k` most probable tokens (a list of lists of
+    `MaskPrediction`, shown as a table in notebooks).
 
     Each (text, mask) pair is one row of the batch (a text with m masks runs the encoder m
     times) and the LM head runs at the mask only, so logits are [batch_size, V], never
@@ -125,7 +152,8 @@ def fill_mask(
         top = top[np.argsort(-p[top], kind="stable")]  # [k], best first
         tokens = [tokenizer.decode([t], skip_special_tokens=False) for t in top]
         out[owner].append(MaskPrediction(position, top.astype(np.int32), tokens, p[top]))
-    return out
+    codes = [model.config.languages[i] for i in lang_ids]
+    return FillMaskResults(out, texts, codes)
 
 
 def embed(
