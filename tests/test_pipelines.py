@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 
+import jax
 import numpy as np
 import pytest
 from helpers import MAX_POSITIONS, count_compiles, random_params, tiny_config
@@ -98,6 +99,11 @@ def test_fill_mask_results_show_as_a_table_in_notebooks(mlm, tok):
     results = pl.fill_mask(model, params, tok, texts, ["fr_XX", "de_DE"], top_k=2)
     assert isinstance(results, list) and [len(r) for r in results] == [2, 1]
     assert results == [list(r) for r in results]
+    flat = jax.tree.leaves(results)  # a pytree like a plain list of lists of named tuples
+    assert len(flat) == len(jax.tree.leaves([list(r) for r in results]))
+    assert flat[0] == results[0][0].position
+    doubled = jax.tree.map(lambda x: x, results)
+    assert type(doubled) is type(results) and doubled.langs == ["fr_XX", "de_DE"]
     table = results._repr_html_()
     assert table.count("<tr>") == 1 + 3  # the header and one row per mask
     assert "<td>fr_XX</td><td>2</td>" in table and "<td>de_DE</td><td>1</td>" in table

@@ -75,6 +75,13 @@ class FillMaskResults(list):
         return f"<table>{head}{''.join(rows)}</table>"
 
 
+jax.tree_util.register_pytree_node(  # a pytree like the list it is (jax.tree.map, flatten)
+    FillMaskResults,
+    lambda r: (list(r), (tuple(r.texts), tuple(r.langs))),
+    lambda aux, children: FillMaskResults(list(children), list(aux[0]), list(aux[1])),
+)
+
+
 class Classification(NamedTuple):
     """The best label of one text and the scores of all labels (in `config.id2label` order)."""
 
