@@ -300,6 +300,44 @@ def test_resume_is_bit_exact(setup, tmp_path):
     assert [int(x.split('"step": ')[1].split(",")[0]) for x in log] == [4, 8, 10, 12, 16, 20, 24]
 
 
+def test_language_adaptation_trains_only_the_new_languages_rows(setup, tmp_path):
+    """After pre-training without fr_XX, add it (rows copied from de_DE) and train only its
+    adapter rows on French text: its held-out loss falls, and every other parameter, hence
+    every other language's output, stays bit-identical."""
+    model, rows, held, _ = setup
+    two, pretrained = xj.select_languages(model.config, model.init_params(2), ["en_XX", "de_DE"])
+    config, params = xj.add_language(two, pretrained, "fr_XX", init_from="de_DE")
+    assert config.languages == model.config.languages  # the same model as the fixture's
+    french = MixedLanguageBatches([rows["fr_XX"]], [2], batch_size=8, pad_id=PAD, seed=0)
+    held_out = HeldOutMLM(model, held, SPEC, pad_id=PAD, batch_size=8)
+    before = held_out.evaluate(params)
+    adapt = PretrainConfig(
+        steps=60,
+        learning_rate=1e-2,
+        warmup_steps=4,
+        eval_every=60,
+        freeze=("new_language", "fr_XX"),
+    )
+    state, records = pretrain(
+        model, params, french, SPEC, adapt, tmp_path, held_out=held_out, progress=False
+    )
+    after = records[-1]["eval"]
+    assert after["fr_XX"]["loss"] < before["fr_XX"]["loss"] - 0.1
+    for code in ("en_XX", "de_DE"):
+        assert after[code]["loss"] == before[code]["loss"]
+    moved = []
+    for (path, new), old in zip(
+        jax.tree_util.tree_leaves_with_path(state.params), jax.tree.leaves(params), strict=True
+    ):
+        new, old = np.asarray(new), np.asarray(old)
+        if "adapter_modules" in jax.tree_util.keystr(path):
+            np.testing.assert_array_equal(new[:2], old[:2])  # en_XX and de_DE rows
+            moved.append(not np.array_equal(new[2], old[2]))
+        else:
+            np.testing.assert_array_equal(new, old)
+    assert moved and all(moved)
+
+
 def test_pretrain_config_refuses_bad_budgets():
     with pytest.raises(ValueError, match="must exceed warmup_steps"):
         PretrainConfig(steps=10, warmup_steps=10)

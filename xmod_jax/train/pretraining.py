@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from xmod_jax.config import XmodConfig
 from xmod_jax.nn.losses import IGNORE_INDEX
 from xmod_jax.train.checkpoints import TrainCheckpoints
 from xmod_jax.train.freezing import freeze_labels
@@ -249,7 +250,12 @@ def _padded(batch: Batch, size: int) -> Batch:
 
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
-    """The loop's budget and cadence (batch size and sequence length live in the batches)."""
+    """The loop's budget and cadence (batch size and sequence length live in the batches).
+
+    `freeze`: None trains every parameter (pre-training); a `freeze_labels` preset or rule list
+    trains a part, e.g. `("new_language", code)` after `add_language`: only that language's
+    adapter rows move, every other parameter stays bit-identical (language adaptation).
+    """
 
     steps: int
     learning_rate: float = 1e-3
@@ -261,6 +267,7 @@ class PretrainConfig:
     checkpoint_every: int = 250
     log_every: int = 50
     seed: int = 0
+    freeze: Any = None
 
     def __post_init__(self) -> None:
         if self.steps <= self.warmup_steps:
@@ -272,14 +279,18 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-def make_pretrain_optimizer(params: Any, config: PretrainConfig) -> optax.GradientTransformation:
-    """AdamW over every parameter: linear warmup, the peak held, then linear decay to 0 over the
-    last `decay_fraction` of the steps after warmup."""
+def make_pretrain_optimizer(
+    params: Any, config: PretrainConfig, model_config: XmodConfig | None = None
+) -> optax.GradientTransformation:
+    """AdamW over the parameters `config.freeze` leaves trainable (all by default): linear
+    warmup, the peak held, then linear decay to 0 over the last `decay_fraction` of the steps
+    after warmup. `model_config` is needed for `("new_language", code)`."""
     after_warmup = config.steps - config.warmup_steps
     return make_optimizer(
         params,
         learning_rate=config.learning_rate,
-        freeze=None,
+        freeze=config.freeze,
+        config=model_config,
         warmup_steps=config.warmup_steps,
         total_steps=config.steps,
         decay_steps=max(1, round(config.decay_fraction * after_warmup)),
@@ -313,8 +324,8 @@ def pretrain(
 
     workdir = os.fspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    tx = make_pretrain_optimizer(params, config)
-    labels = freeze_labels(params, ((".*", "trainable"),))
+    tx = make_pretrain_optimizer(params, config, model.config)
+    labels = freeze_labels(params, config.freeze or ((".*", "trainable"),), model.config)
     step_fn = make_pretrain_step(model, tx, labels, spec)
     # a copy: the step donates its state, and the caller keeps `params`
     state = TrainState.create(jax.tree.map(jnp.array, params), tx, seed=config.seed)
