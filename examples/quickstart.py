@@ -18,7 +18,7 @@ with no download and no torch, and prints:
   - the XLA compilations after loading: one per jitted function and padded batch shape,
     whatever mix of languages its rows hold.
 
-About 8 s on 2 CPU cores (measured 8.1 s, 9.9 s of CPU time), most of it the jax import,
+About 5 s on 2 CPU cores (measured 5.2 s, 6.5 s of CPU time), most of it the jax import,
 loading and the two compilations.
 """
 
