@@ -15,6 +15,9 @@ Stopping the script (Ctrl-C, a killed session) loses at most `--checkpoint-every
 same command again to resume, bit-exact. `--export` writes the final params as a transformers
 folder (`--dtype` weights) with the tokenizer files, in which dropout is set back to 0.1 for
 fine-tuning (pre-training runs without dropout: the run sees each token about once).
+`--shared` pre-trains the baseline of X-MOD's modular-vs-shared comparison: the same trunk, data,
+sampling, masks and steps, but one adapter (named `xx_XX`) that every language's rows go
+through, so the compute per token is the same as the modular model's.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from xmod_jax.train.pretraining import (
     unigram_log_probs,
     with_unigram_output_bias,
 )
+
+SHARED = "xx_XX"  # the shared baseline's one adapter
 
 
 def load_rows(args, tokenizer) -> dict[str, dict[str, np.ndarray]]:
@@ -99,6 +104,11 @@ def main(argv: list[str] | None = None) -> None:
         "--local-attention", action=argparse.BooleanOptionalAction, default=True,
         help="start attention local: sinusoidal positions, heads aimed at the neighbours",
     )  # fmt: skip
+    parser.add_argument(
+        "--shared",
+        action="store_true",
+        help=f"the shared baseline: one adapter ({SHARED}) for every language, same data and steps",
+    )
     parser.add_argument("--export", default=None, help="write a transformers folder here")
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     args = parser.parse_args(argv)
@@ -114,8 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = xj.XmodTokenizer.from_pretrained(args.vocab)
     rows = load_rows(args, tokenizer)
     codes = sorted(rows["train"])
+    adapters = [SHARED] if args.shared else codes
     config = pretraining_config(
-        len(tokenizer), codes, hidden_size=args.hidden, num_hidden_layers=args.layers,
+        len(tokenizer), adapters, hidden_size=args.hidden, num_hidden_layers=args.layers,
         seq_len=args.seq_len,
     )  # fmt: skip
     model = xj.XmodForMaskedLM(config)
@@ -123,14 +134,17 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [train_chars[c] for c in codes]
     batches = MixedLanguageBatches(
         [rows["train"][c] for c in codes],
-        config.lang_ids(codes),
+        config.lang_ids([SHARED] * len(codes) if args.shared else codes),
         args.batch,
         pad_id=tokenizer.pad_token_id,
         probabilities=language_probabilities(sizes, args.alpha),
     )
     with open(os.path.join(args.workdir, "run.json"), "w", encoding="utf-8") as f:
         json.dump(vars(args) | {"languages": codes}, f, indent=1)
-    held_out = HeldOutMLM(model, rows["valid"], spec, pad_id=tokenizer.pad_token_id)
+    routes = dict.fromkeys(codes, SHARED) if args.shared else None
+    held_out = HeldOutMLM(
+        model, rows["valid"], spec, pad_id=tokenizer.pad_token_id, adapters=routes
+    )
     budget = PretrainConfig(
         steps=args.steps,
         learning_rate=args.lr,

@@ -92,6 +92,13 @@ def test_pretrain_and_model_card_run_on_the_corpus_sample(tmp_path, sample_token
         "--layers", "1", "--eval-every", "12", "--checkpoint-every", "4", "--min-chars", "1",
         "--eval-rows", "2", "--export", str(export),
     ]  # fmt: skip
+    shared = tmp_path / "shared"
+    shared_args = [str(shared) if a == str(work) else a for a in args[:-1]]  # own workdir
+    pretrain.main([*shared_args, str(shared / "model"), "--shared"])
+    model, _ = xj.XmodForMaskedLM.from_pretrained(shared / "model")
+    assert model.config.languages == ("xx_XX",)  # the shared baseline: one adapter for all
+    evals = [json.loads(line) for line in (shared / "log.jsonl").read_text().splitlines()]
+    assert sorted(evals[-1]["eval"]) == sorted(codes)  # every language scored, through it
     pretrain.main([*args, "--stop-after", "5"])
     assert not export.exists()  # stopped before the last step: nothing exported
     pretrain.main(args)  # resumes from step 4

@@ -338,6 +338,19 @@ def test_language_adaptation_trains_only_the_new_languages_rows(setup, tmp_path)
     assert moved and all(moved)
 
 
+def test_held_out_routes_languages_to_named_adapters(setup):
+    """`adapters=` sends a language's rows through another adapter (a shared baseline's one
+    adapter): the same numbers as `evaluate(adapter=...)`; unknown adapters fail at once."""
+    model, _, held, _ = setup
+    params = model.init_params(3)
+    routed = HeldOutMLM(model, held, SPEC, pad_id=PAD, adapters=dict.fromkeys(LANGS, "de_DE"))
+    plain = HeldOutMLM(model, held, SPEC, pad_id=PAD)
+    assert routed.evaluate(params) == plain.evaluate(params, adapter="de_DE")
+    assert routed.evaluate(params) != plain.evaluate(params)
+    with pytest.raises(ValueError, match="unknown language 'xx_XX'"):
+        HeldOutMLM(model, held, SPEC, pad_id=PAD, adapters={"en_XX": "xx_XX"})
+
+
 def test_pretrain_config_refuses_bad_budgets():
     with pytest.raises(ValueError, match="must exceed warmup_steps"):
         PretrainConfig(steps=10, warmup_steps=10)

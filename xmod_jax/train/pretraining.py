@@ -128,7 +128,8 @@ class HeldOutMLM:
     masked tokens with each row's other tokens in a fixed random order, so `loss(shuffled) -
     loss` ("context_gain" in `pretrain`'s log) measures how much the model uses word order (0
     for a model that predicts from the bag of words or the unigram distribution). All languages
-    share the batches, each row through its own adapter.
+    share the batches, each row through its own adapter, or through `adapters[code]` where given
+    (e.g. every language through the one adapter of a shared baseline).
     """
 
     def __init__(
@@ -140,9 +141,12 @@ class HeldOutMLM:
         pad_id: int,
         batch_size: int = 32,
         seed: int = 1234,
+        adapters: dict[str, str] | None = None,
     ) -> None:
         self.model = model
         self.config = model.config
+        self.adapters = {code: (adapters or {}).get(code, code) for code in sorted(rows)}
+        self.config.lang_ids(list(self.adapters.values()))  # unknown adapters fail here
         self.batch_size = batch_size
         self.spec = spec = dataclasses.replace(spec, mask_fraction=1.0, random_fraction=0.0)
         self.sets: dict[str, Batch] = {}
@@ -181,7 +185,8 @@ class HeldOutMLM:
     def evaluate(
         self, params: Any, adapter: str | None = None, shuffled: bool = False
     ) -> dict[str, dict[str, float]]:
-        own = np.asarray(self.config.lang_ids(self.codes), np.int32)[self._owner]
+        routes = [self.adapters[code] for code in self.codes]
+        own = np.asarray(self.config.lang_ids(routes), np.int32)[self._owner]
         lang_ids = own if adapter is None else np.full_like(own, self.config.lang_ids(adapter))
         scores = self._row_scores(params, lang_ids, shuffled)
         results = {}
