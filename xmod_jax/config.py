@@ -225,12 +225,15 @@ class XmodConfig:
             ("languages", f"{self.num_languages}: {', '.join(self.languages)}"),
             ("head_dim, adapter_size", f"{self.head_dim}, {self.adapter_size}"),
         ]
-        rows += [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
+        rows += [
+            (f.name, getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name != "languages"  # shown above
+        ]
         body = "".join(
             f"<tr><th style='text-align:left'>{html.escape(name)}</th>"
             f"<td style='text-align:left'>{html.escape(str(value))}</td></tr>"
             for name, value in rows
-            if name != "languages" or isinstance(value, str)
         )
         return f"<table><caption>XmodConfig</caption>{body}</table>"
 

@@ -67,7 +67,7 @@ class FillMaskResults(list):
                     for t, p in zip(prediction.tokens, prediction.scores, strict=True)
                 )
                 rows.append(
-                    f"<tr><td style='text-align:left'>{html.escape(_preview(text)[1:-1])}</td>"
+                    f"<tr><td style='text-align:left'>{html.escape(_shorten(text))}</td>"
                     f"<td>{html.escape(lang)}</td><td>{k + 1}</td>"
                     f"<td style='text-align:left'>{fillers}</td></tr>"
                 )
@@ -499,5 +499,9 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return (e / e.sum(-1, keepdims=True)).astype(np.float32)
 
 
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _preview(text: str, limit: int = 60) -> str:
-    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+    return repr(_shorten(text, limit))

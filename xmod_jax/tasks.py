@@ -67,9 +67,12 @@ def load_classification_task(
         raise FileNotFoundError(f"{folder!r} is not a task folder: it has no labels.json")
     with open(os.path.join(folder, "labels.json"), encoding="utf-8") as f:
         classes = json.load(f)
-    encode = lambda name: encode_records(  # noqa: E731
-        read_records(os.path.join(folder, name)), tokenizer, config, max_length
-    )
+
+    def encode(name: str) -> ClassificationSet:
+        return encode_records(
+            read_records(os.path.join(folder, name)), tokenizer, config, max_length
+        )
+
     tests, skipped = {}, []
     for name in sorted(os.listdir(folder)):
         if name.startswith("test.") and name.endswith(".jsonl"):

@@ -13,6 +13,7 @@ Presets:
 - `"adapters_only"`: only the language adapters train (language adaptation).
 - `("new_language", code)`: only that language's rows of the adapters train (needs `config`);
   the other rows of those stacked `[L, ...]` leaves are frozen by a row mask.
+- `None`: nothing frozen (pre-training).
 """
 
 from __future__ import annotations
@@ -42,13 +43,16 @@ PRESETS: dict[str, Rules] = {
     "adapters_only": ((ADAPTERS, TRAINABLE), (r".*", FROZEN)),
     "new_language": ((ADAPTERS, TRAINABLE), (r".*", FROZEN)),
 }
+EVERYTHING: Rules = ((r".*", TRAINABLE),)  # `None` in place of a preset: nothing frozen
 
 
 def _path(path: Any) -> str:
     return "/".join(str(getattr(k, "key", k)) for k in path)
 
 
-def _rules(preset: str | tuple[str, str] | Rules) -> Rules:
+def _rules(preset: str | tuple[str, str] | Rules | None) -> Rules:
+    if preset is None:
+        return EVERYTHING
     if isinstance(preset, str):
         if preset not in PRESETS or preset == "new_language":
             raise ValueError(
@@ -66,9 +70,12 @@ def _rules(preset: str | tuple[str, str] | Rules) -> Rules:
 
 
 def freeze_labels(
-    params: Any, rules_or_preset: str | tuple[str, str] | Rules, config: XmodConfig | None = None
+    params: Any,
+    rules_or_preset: str | tuple[str, str] | Rules | None,
+    config: XmodConfig | None = None,
 ) -> Any:
-    """A tree like `params` whose leaves are "trainable" or "frozen" (see the module docstring).
+    """A tree like `params` whose leaves are "trainable" or "frozen" (see the module docstring);
+    `None` marks every leaf trainable.
 
     Raises naming every leaf no rule matches. `config` is needed for ("new_language", code).
     """

@@ -118,7 +118,7 @@ def make_optimizer(
     biases and LayerNorm scales) for `params`, freezing by a preset or rules (see
     `xmod_jax.train.freezing`); `freeze=None` trains everything."""
     lr = learning_rate_schedule(learning_rate, warmup_steps, total_steps, schedule, decay_steps)
-    labels = freeze_labels(params, freeze or ((".*", TRAINABLE),), config)
+    labels = freeze_labels(params, freeze, config)
     trainable = optax.chain(
         *([optax.clip_by_global_norm(clip_norm)] if clip_norm else []),
         optax.adamw(

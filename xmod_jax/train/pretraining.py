@@ -145,8 +145,6 @@ class HeldOutMLM:
     ) -> None:
         self.model = model
         self.config = model.config
-        self.adapters = {code: (adapters or {}).get(code, code) for code in sorted(rows)}
-        self.config.lang_ids(list(self.adapters.values()))  # unknown adapters fail here
         self.batch_size = batch_size
         self.spec = spec = dataclasses.replace(spec, mask_fraction=1.0, random_fraction=0.0)
         self.sets: dict[str, Batch] = {}
@@ -165,6 +163,8 @@ class HeldOutMLM:
         self._owner = np.concatenate(
             [np.full(len(d["input_ids"]), i) for i, d in enumerate(self.sets.values())]
         )
+        routes = [(adapters or {}).get(code, code) for code in self.codes]
+        self._routed_ids = self.config.lang_ids(routes)[self._owner]  # int32 [rows]; raises early
         self._eval_step = make_mlm_eval_step(model)
 
     def _row_scores(
@@ -185,8 +185,7 @@ class HeldOutMLM:
     def evaluate(
         self, params: Any, adapter: str | None = None, shuffled: bool = False
     ) -> dict[str, dict[str, float]]:
-        routes = [self.adapters[code] for code in self.codes]
-        own = np.asarray(self.config.lang_ids(routes), np.int32)[self._owner]
+        own = self._routed_ids
         lang_ids = own if adapter is None else np.full_like(own, self.config.lang_ids(adapter))
         scores = self._row_scores(params, lang_ids, shuffled)
         results = {}
@@ -330,7 +329,7 @@ def pretrain(
     workdir = os.fspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     tx = make_pretrain_optimizer(params, config, model.config)
-    labels = freeze_labels(params, config.freeze or ((".*", "trainable"),), model.config)
+    labels = freeze_labels(params, config.freeze, model.config)
     step_fn = make_pretrain_step(model, tx, labels, spec)
     # a copy: the step donates its state, and the caller keeps `params`
     state = TrainState.create(jax.tree.map(jnp.array, params), tx, seed=config.seed)

@@ -22,12 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xmod_jax.train.freezing import TRAINABLE, freeze_labels
+from xmod_jax.train.freezing import freeze_labels
 from xmod_jax.train.optim import make_optimizer
 from xmod_jax.train.steps import TrainState, batch_indices, make_eval_step, make_train_step
 
 FIELDS = ("input_ids", "attention_mask", "labels", "lang_ids")
-ALL_TRAINABLE = ((".*", TRAINABLE),)
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,6 @@ def finetune_classifier(
     if steps < 1 or eval_every < 1:
         raise ValueError(f"steps and eval_every must be >= 1, got {steps} and {eval_every}")
     config = model.config
-    freeze = freeze or ALL_TRAINABLE
     tx = make_optimizer(
         params,
         learning_rate=learning_rate,
