@@ -47,16 +47,21 @@ from xmod_jax.train.pretraining import (
 SHARED = "xx_XX"  # the shared baseline's one adapter
 
 
+def cached_rows(path: str) -> dict[str, dict[str, np.ndarray]]:
+    """A run's rows cache (`WORKDIR/rows.npz`) as {"train": {code: rows}, "valid": {...}}."""
+    data = np.load(path)
+    out: dict[str, dict[str, np.ndarray]] = {"train": {}, "valid": {}}
+    for key in data.files:
+        split, code = key.split("/")
+        out[split][code] = data[key]
+    return out
+
+
 def load_rows(args, tokenizer) -> dict[str, dict[str, np.ndarray]]:
     """{"train": {code: rows}, "valid": {code: rows}}, cached in WORKDIR/rows.npz."""
     cache = os.path.join(args.workdir, "rows.npz")
     if os.path.exists(cache):
-        data = np.load(cache)
-        out: dict[str, dict[str, np.ndarray]] = {"train": {}, "valid": {}}
-        for key in data.files:
-            split, code = key.split("/")
-            out[split][code] = data[key]
-        return out
+        return cached_rows(cache)
     t0 = time.perf_counter()
     train = corpus_rows(
         args.corpus, "train", tokenizer, args.seq_len,

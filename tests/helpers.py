@@ -20,6 +20,7 @@ import itertools
 import json
 import pathlib
 import random
+import shutil
 from collections.abc import Iterator
 
 import jax
@@ -255,6 +256,19 @@ def sample_languages() -> list[str]:
     """The language codes of the corpus sample (corpus/sample.py's record, SAMPLE.json)."""
     record = json.loads((CORPUS_SAMPLE / "SAMPLE.json").read_text(encoding="utf-8"))
     return record["sample"]["languages"]
+
+
+def corpus_sample_copy(folder: pathlib.Path) -> pathlib.Path:
+    """The corpus sample copied to `folder`, with the manifest.json (training characters per
+    language) that examples/pretrain.py reads from a built corpus."""
+    shutil.copytree(CORPUS_SAMPLE, folder)
+    totals = {
+        code: {"totals": {"train": {"chars": len((folder / f"{code}.train.txt").read_text()),
+                                    "bytes": (folder / f"{code}.train.txt").stat().st_size}}}
+        for code in sample_languages()
+    }  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps({"languages": totals}))
+    return folder
 
 
 def train_sample_tokenizer(folder) -> xj.XmodTokenizer:

@@ -66,23 +66,15 @@ def test_pretrain_and_model_card_run_on_the_corpus_sample(tmp_path, sample_token
     examples/model_card.py on its export: the card, eval.json and the heatmap appear, with every
     language's numbers."""
     import json
-    import shutil
 
     import model_card
     import pretrain
-    from helpers import CORPUS_SAMPLE, sample_languages
+    from helpers import corpus_sample_copy, sample_languages
 
     import xmod_jax as xj
 
-    corpus = tmp_path / "corpus"
-    shutil.copytree(CORPUS_SAMPLE, corpus)
+    corpus = corpus_sample_copy(tmp_path / "corpus")
     codes = sample_languages()
-    totals = {
-        code: {"totals": {"train": {"chars": len((corpus / f"{code}.train.txt").read_text()),
-                                    "bytes": (corpus / f"{code}.train.txt").stat().st_size}}}
-        for code in codes
-    }  # fmt: skip
-    (corpus / "manifest.json").write_text(json.dumps({"languages": totals}))
     vocab = tmp_path / "vocab"
     sample_tokenizer.save_pretrained(vocab)
     work, export = tmp_path / "run", tmp_path / "model"

@@ -175,3 +175,25 @@ def test_task_languages_without_an_adapter_are_skipped(tmp_path):
     assert task.skipped == ["da_DK", "fr_XX", "it_IT"]
     with pytest.raises(FileNotFoundError, match="no labels.json"):
         load_classification_task(tmp_path, tokenizer, config)
+
+
+def test_task_rows_route_to_named_adapters():
+    """A shared model's one adapter: every language's rows go through it, test sets kept."""
+    from xmod_jax.tasks import BUNDLED_TASK, load_classification_task
+
+    tokenizer = xj.XmodTokenizer.from_pretrained(xj.BUNDLED_MODEL)
+    config = xj.XmodConfig.from_pretrained(
+        xj.BUNDLED_MODEL, languages=["xx_XX", "de_DE"], default_language="xx_XX"
+    )
+    routes = {"en_XX": "xx_XX", "da_DK": "xx_XX", "fr_XX": "xx_XX", "it_IT": "xx_XX"}
+    task = load_classification_task(BUNDLED_TASK, tokenizer, config, 16, adapters=routes)
+    assert task.skipped == []
+    assert sorted(task.tests) == ["da_DK", "de_DE", "en_XX", "fr_XX", "it_IT"]
+    assert set(task.train.lang_ids.tolist()) == {0}  # en_XX rows through xx_XX
+    assert set(task.tests["fr_XX"].lang_ids.tolist()) == {0}
+    assert set(task.tests["de_DE"].lang_ids.tolist()) == {1}  # not routed: its own adapter
+    plain = load_classification_task(BUNDLED_TASK, tokenizer, config, 16, {"en_XX": "xx_XX"})
+    assert sorted(plain.tests) == ["de_DE", "en_XX"]  # without a route, no adapter: skipped
+    np.testing.assert_array_equal(plain.tests["de_DE"].input_ids, task.tests["de_DE"].input_ids)
+    with pytest.raises(ValueError, match="'yy_YY'"):
+        load_classification_task(BUNDLED_TASK, tokenizer, config, 16, adapters={"en_XX": "yy_YY"})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,24 +45,39 @@ def read_records(path: str | os.PathLike) -> list[dict]:
 
 
 def encode_records(
-    records: list[dict], tokenizer: XmodTokenizer, config: XmodConfig, max_length: int
+    records: list[dict],
+    tokenizer: XmodTokenizer,
+    config: XmodConfig,
+    max_length: int,
+    adapters: Mapping[str, str] | None = None,
 ) -> ClassificationSet:
     """Records -> rows padded (and cut) to `max_length` tokens, each routed to its record's
-    language (an unknown code raises, naming it)."""
+    language, or to `adapters[language]` where given (an unknown code raises, naming it)."""
     enc = tokenizer([r["text"] for r in records], padding="max_length", max_length=max_length)
+    routes = adapters or {}
     return ClassificationSet(
         enc["input_ids"],
         enc["attention_mask"],
         np.array([r["label_id"] for r in records]),
-        config.lang_ids([r["lang"] for r in records]),
+        config.lang_ids([routes.get(r["lang"], r["lang"]) for r in records]),
     )
 
 
 def load_classification_task(
-    folder: str | os.PathLike, tokenizer: XmodTokenizer, config: XmodConfig, max_length: int = 64
+    folder: str | os.PathLike,
+    tokenizer: XmodTokenizer,
+    config: XmodConfig,
+    max_length: int = 64,
+    adapters: Mapping[str, str] | None = None,
 ) -> ClassificationTask:
     """A task folder (or `BUNDLED_TASK`) encoded for a model; test languages without an adapter
-    in `config` are skipped and listed in `skipped`."""
+    in `config` are skipped and listed in `skipped`. `adapters` sends a language's rows through
+    another adapter ({"de_DE": "xx_XX"}: e.g. a shared model's one adapter); unknown adapter
+    names raise before anything is encoded."""
+    routes = dict(adapters or {})
+    unknown = sorted(set(routes.values()) - set(config.languages))
+    if unknown:
+        raise ValueError(f"adapters {unknown} are not in the model's languages {config.languages}")
     folder = BUNDLED_TASK_FOLDER if os.fspath(folder) == BUNDLED_TASK else os.fspath(folder)
     if not os.path.isfile(os.path.join(folder, "labels.json")):
         raise FileNotFoundError(f"{folder!r} is not a task folder: it has no labels.json")
@@ -70,14 +86,14 @@ def load_classification_task(
 
     def encode(name: str) -> ClassificationSet:
         return encode_records(
-            read_records(os.path.join(folder, name)), tokenizer, config, max_length
+            read_records(os.path.join(folder, name)), tokenizer, config, max_length, routes
         )
 
     tests, skipped = {}, []
     for name in sorted(os.listdir(folder)):
         if name.startswith("test.") and name.endswith(".jsonl"):
             code = name[len("test.") : -len(".jsonl")]
-            if code in config.languages:
+            if routes.get(code, code) in config.languages:
                 tests[code] = encode(name)
             else:
                 skipped.append(code)

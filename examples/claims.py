@@ -1,0 +1,535 @@
+"""X-MOD's two pre-training claims, measured in miniature: modular vs shared, languages added later.
+
+    python examples/claims.py modular-vs-shared --workdir runs/claims   # ~55 min on 2 cores
+    python examples/claims.py post-hoc --workdir runs/claims            # ~15 min, after the above
+    python examples/claims.py report --workdir runs/claims --out results/claims
+
+`modular-vs-shared` pre-trains four models of one reduced size (`--hidden 128 --layers 2`,
+`--steps 2000` of 32 rows x 128 tokens; examples/pretrain.py's recipe otherwise): modular and
+shared (one adapter, `xx_XX`, for every row: the same trunk, data, sampling, masks, steps and
+compute per token) at `--few` languages (en_XX de_DE fr_XX it_IT) and at `--many` (every language
+with 1 M training characters: the bundled model's 16). Each model is then scored per language:
+masked-LM loss, perplexity and accuracy on the corpus's test split (fixed masks, the same rows
+for every model), and zero-shot transfer on the section task (examples/transfer.py's recipe:
+fine-tuned on English with the paper's freezing, every language through its own adapter, or the
+shared one; `--seeds`).
+
+`post-hoc` pre-trains the `--many` model without the `--added` languages (default da_DK and
+it_IT, which have transfer test sets), adds each with `add_language`, its adapter rows copied
+from a related language's (da_DK from de_DE, it_IT from es_XX), and trains only those rows
+(`PretrainConfig(freeze=("new_language", code))`) on that language's text alone for
+`--adapt-steps`. Only the new rows can learn the language: the trunk and the embeddings are
+shared by every language, and training them would change the others. It then checks that every
+other language's MLM outputs are bit-identical to the model before the addition, and scores the
+result as above, beside the `--many` modular model that had the languages from the start.
+
+`report` writes claims.md (the tables) and the plots (matplotlib) from the runs' files.
+Every stage writes its result file and is skipped when that exists; pre-training and adaptation
+resume from their checkpoints, so after a stop the same command goes on where it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import time
+
+import jax
+import numpy as np
+import pretrain as pretrain_example
+
+import xmod_jax as xj
+from xmod_jax.tasks import load_classification_task
+from xmod_jax.train.languages import add_language
+from xmod_jax.train.masking import MaskingSpec
+from xmod_jax.train.mlm_data import MixedLanguageBatches, corpus_rows
+from xmod_jax.train.pretraining import HeldOutMLM, PretrainConfig, pretrain
+from xmod_jax.train.transfer import (
+    ClassificationSet,
+    finetune_classifier,
+    make_predict,
+    scores_by_language,
+)
+
+SHARED = pretrain_example.SHARED
+SOURCE = "en_XX"  # transfer: fine-tuned on English
+
+
+# ------------------------------------------------------------------------------------ helpers
+def read_json(path: str) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_json(path: str, data: dict) -> None:
+    """Atomic: a stage whose file exists is done."""
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def corpus_languages(args) -> list[str]:
+    """The `--many` languages: every language with `--min-chars` training characters."""
+    with open(os.path.join(args.corpus, "manifest.json"), encoding="utf-8") as f:
+        languages = json.load(f)["languages"]
+    return sorted(
+        c for c, e in languages.items() if e["totals"]["train"]["chars"] >= args.min_chars
+    )
+
+
+def run_languages(args) -> dict[str, list[str]]:
+    """{run name: its languages} for every pre-training run."""
+    many = args.many or corpus_languages(args)
+    added = [code for code, _ in args.added]
+    return {  # the first run tokenizes the corpus, the others copy its rows
+        f"modular-{len(many)}": sorted(many),
+        f"shared-{len(many)}": sorted(many),
+        f"modular-{len(args.few)}": sorted(args.few),
+        f"shared-{len(args.few)}": sorted(args.few),
+        # e.g. without-da-it: the --many languages but the --added ones
+        "without-" + "-".join(c.split("_")[0] for c in added): sorted(set(many) - set(added)),
+    }
+
+
+def copy_rows(source: str, target: str, codes: list[str]) -> None:
+    """Seed `target`'s rows cache with `codes`' rows from `source`'s (the same packing), so a
+    run on a subset of languages does not tokenize the corpus again."""
+    os.makedirs(target, exist_ok=True)
+    path = os.path.join(target, "rows.npz")
+    if os.path.exists(path) or not os.path.exists(os.path.join(source, "rows.npz")):
+        return
+    data = np.load(os.path.join(source, "rows.npz"))
+    wanted = {k: data[k] for k in data.files if k.split("/")[1] in codes}
+    np.savez(path + ".tmp.npz", **wanted)
+    os.replace(path + ".tmp.npz", path)
+
+
+def pretrain_run(args, name: str, languages: list[str]) -> str:
+    """Pre-train (or resume) run `name` with examples/pretrain.py; returns its exported model."""
+    workdir = os.path.join(args.workdir, name)
+    export = os.path.join(workdir, "model")
+    if os.path.exists(os.path.join(export, "config.json")):
+        return export
+    first = os.path.join(args.workdir, f"modular-{len(args.many or corpus_languages(args))}")
+    if workdir != first:
+        copy_rows(first, workdir, languages)
+    print(f"== pre-training {name}: {' '.join(languages)}")
+    pretrain_example.main(
+        [
+            "--corpus", args.corpus, "--vocab", args.vocab, "--workdir", workdir,
+            "--export", export, "--dtype", "float32", "--steps", str(args.steps),
+            "--warmup", str(args.warmup), "--hidden", str(args.hidden),
+            "--layers", str(args.layers), "--batch", str(args.batch),
+            "--seq-len", str(args.seq_len),
+            "--eval-every", str(args.eval_every), "--checkpoint-every", str(args.checkpoint_every),
+            "--eval-rows", str(args.eval_rows), "--languages", *languages,
+        ]
+        + (["--shared"] if name.startswith("shared") else [])
+    )  # fmt: skip
+    return export
+
+
+def adapter_routes(config, languages: list[str]) -> dict[str, str] | None:
+    """A shared model's rows all go through its one adapter; a modular model's through their own."""
+    return dict.fromkeys(languages, SHARED) if config.languages == (SHARED,) else None
+
+
+# --------------------------------------------------------------------------------- evaluation
+def test_rows(args, tokenizer, languages: list[str]) -> dict[str, np.ndarray]:
+    """`--test-rows` packed rows per language from the corpus's test split, cached in WORKDIR."""
+    path = os.path.join(args.workdir, "test_rows.npz")
+    cached = dict(np.load(path)) if os.path.exists(path) else {}
+    missing = [c for c in languages if c not in cached]
+    if missing:
+        rows = corpus_rows(args.corpus, "test", tokenizer, args.seq_len, languages=missing)
+        cached.update({c: r[: args.test_rows] for c, r in rows.items()})
+        np.savez(path + ".tmp.npz", **cached)
+        os.replace(path + ".tmp.npz", path)
+    return {c: cached[c] for c in languages}
+
+
+def mlm_scores(args, model_dir: str, languages: list[str]) -> dict[str, dict[str, float]]:
+    """{code: {"loss", "perplexity", "accuracy", "tokens"}} on the test split."""
+    tokenizer = xj.XmodTokenizer.from_pretrained(model_dir)
+    model, params = xj.XmodForMaskedLM.from_pretrained(model_dir)
+    held = HeldOutMLM(
+        model,
+        test_rows(args, tokenizer, languages),
+        MaskingSpec.for_tokenizer(tokenizer),
+        pad_id=tokenizer.pad_token_id,
+        adapters=adapter_routes(model.config, languages),
+    )
+    return held.evaluate(params)
+
+
+def transfer_scores(args, model_dir: str, languages: list[str]) -> dict:
+    """Zero-shot transfer from English, per seed: {"seeds": [{code: scores}], "best_steps"}."""
+    tokenizer = xj.XmodTokenizer.from_pretrained(model_dir)
+    config = xj.XmodConfig.from_pretrained(model_dir)
+    routes = adapter_routes(config, languages)
+    task = load_classification_task(args.task, tokenizer, config, args.max_length, routes)
+    codes = sorted(task.tests)
+    test = ClassificationSet.concatenate([task.tests[c] for c in codes])
+    owner = np.concatenate([np.full(len(task.tests[c]), i) for i, c in enumerate(codes)])
+    out: dict = {"seeds": [], "best_steps": [], "train_seconds": []}
+    for seed in args.seeds:
+        model, params = xj.XmodForSequenceClassification.from_pretrained(
+            model_dir, num_labels=len(task.classes), seed=seed
+        )
+        start = time.time()
+        result = finetune_classifier(
+            model, params, task.train, valid=task.valid, steps=args.ft_steps,
+            batch_size=args.ft_batch, learning_rate=args.ft_lr, eval_every=args.ft_eval_every,
+            seed=seed,
+        )  # fmt: skip
+        order = np.random.default_rng(seed).permutation(len(test))  # batches mix languages
+        pred = make_predict(model, batch_size=args.ft_batch)(result.params, test.take(order))
+        scores = scores_by_language(test.labels[order], pred, owner[order])
+        out["seeds"].append({codes[i]: s for i, s in scores.items()})
+        out["best_steps"].append(result.best_step)
+        out["train_seconds"].append(round(time.time() - start, 1))
+    return out
+
+
+def evaluate_run(args, name: str, model_dir: str, languages: list[str]) -> dict:
+    """MLM and transfer scores of one model, kept in WORKDIR/name/eval.json."""
+    path = os.path.join(args.workdir, name, "eval.json")
+    done = read_json(path)
+    if done is not None:
+        return done
+    print(f"== evaluating {name}")
+    result = {
+        "mlm": mlm_scores(args, model_dir, languages),
+        "transfer": transfer_scores(args, model_dir, languages),
+    }
+    write_json(path, result)
+    return result
+
+
+# ---------------------------------------------------------------------------------- experiments
+def modular_vs_shared(args) -> None:
+    runs = run_languages(args)
+    for name, languages in runs.items():
+        if name.startswith(("modular", "shared")):
+            evaluate_run(args, name, pretrain_run(args, name, languages), languages)
+
+
+def adapt_language(args, model_dir: str, rows: dict, code: str, init_from: str) -> str:
+    """Add `code` to the model in `model_dir` (rows from `init_from`), train only its rows on
+    its own text; writes and returns WORKDIR/adapt-<code>/model."""
+    workdir = os.path.join(args.workdir, f"adapt-{code}")
+    export = os.path.join(workdir, "model")
+    if os.path.exists(os.path.join(export, "config.json")):
+        return export
+    tokenizer = xj.XmodTokenizer.from_pretrained(model_dir)
+    spec = MaskingSpec.for_tokenizer(tokenizer)
+    shipped, params = xj.XmodForMaskedLM.from_pretrained(model_dir)
+    config = dataclasses.replace(  # pre-training's dropout (none), as the model was trained
+        shipped.config, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
+    config, params = add_language(config, params, code, init_from=init_from)
+    model = xj.XmodForMaskedLM(config)
+    held = HeldOutMLM(model, {code: rows["valid"][code]}, spec, pad_id=tokenizer.pad_token_id)
+    start = os.path.join(workdir, "start.json")
+    if not os.path.exists(start):  # the copied rows, before any step
+        os.makedirs(workdir, exist_ok=True)
+        write_json(start, {"step": 0, "init_from": init_from, "eval": held.evaluate(params)})
+    print(f"== adapting {code} (rows from {init_from}) for {args.adapt_steps} steps")
+    batches = MixedLanguageBatches(
+        [rows["train"][code]], config.lang_ids([code]), args.batch,
+        pad_id=tokenizer.pad_token_id, probabilities=[1.0],
+    )  # fmt: skip
+    budget = PretrainConfig(
+        steps=args.adapt_steps, learning_rate=args.adapt_lr, warmup_steps=args.adapt_warmup,
+        eval_every=args.adapt_eval_every, checkpoint_every=args.adapt_eval_every,
+        freeze=("new_language", code),
+    )  # fmt: skip
+    state, _ = pretrain(model, params, batches, spec, budget, workdir, held_out=held)
+    out = dataclasses.replace(config, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    xj.XmodForMaskedLM(out).save_pretrained(export, state.params)
+    tokenizer.save_pretrained(export)
+    return export
+
+
+def outputs_unchanged(args, before_dir: str, after_dir: str, languages: list[str]) -> dict:
+    """Every `languages` row's MLM logits and every parameter outside the new adapter rows:
+    bit-identical between the model before and after the additions? Raises if not."""
+    tokenizer = xj.XmodTokenizer.from_pretrained(before_dir)
+    before, p0 = xj.XmodForMaskedLM.from_pretrained(before_dir)
+    after, p1 = xj.XmodForMaskedLM.from_pretrained(after_dir)
+    rows = test_rows(args, tokenizer, languages)
+    ids = np.concatenate([r[:4] for r in rows.values()])
+    mask = (ids != tokenizer.pad_token_id).astype(np.int32)
+    codes = [c for c, r in rows.items() for _ in r[:4]]
+    logits = [
+        np.asarray(
+            model.apply(
+                {"params": params}, input_ids=ids, attention_mask=mask,
+                lang_ids=model.config.lang_ids(codes),
+            ).logits
+        )
+        for model, params in ((before, p0), (after, p1))
+    ]  # fmt: skip
+    differing = []
+    n_old = len(before.config.languages)
+    flat0 = dict(leaves_by_path(p0))
+    for path, leaf in leaves_by_path(p1):
+        old = flat0[path]
+        if leaf.shape != old.shape:  # a stacked adapter leaf: the old rows come first
+            leaf = leaf[:n_old]
+        if not np.array_equal(np.asarray(leaf), np.asarray(old)):
+            differing.append(path)
+    same = bool(np.array_equal(logits[0], logits[1]))
+    if not same or differing:
+        raise AssertionError(f"other languages changed: logits equal {same}, leaves {differing}")
+    return {"rows": int(len(ids)), "languages": languages, "logits_bit_identical": same,
+            "params_bit_identical": not differing}  # fmt: skip
+
+
+def leaves_by_path(params) -> list[tuple[str, np.ndarray]]:
+    """(path, leaf) pairs of a params tree."""
+    return [(jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_leaves_with_path(params)]
+
+
+def post_hoc(args) -> None:
+    runs = run_languages(args)
+    many = max((n for n in runs if n.startswith("modular")), key=lambda n: len(runs[n]))
+    name = next(n for n in runs if n.startswith("without"))
+    base = pretrain_run(args, name, runs[name])
+    # every language's rows, the added ones included, from the --many run's cache
+    rows = pretrain_example.cached_rows(os.path.join(args.workdir, many, "rows.npz"))
+    model_dir = base
+    for code, init_from in args.added:
+        model_dir = adapt_language(args, model_dir, rows, code, init_from)
+    final = os.path.join(args.workdir, "post-hoc")
+    check = os.path.join(final, "unchanged.json")
+    if read_json(check) is None:
+        os.makedirs(final, exist_ok=True)
+        write_json(check, outputs_unchanged(args, base, model_dir, runs[name]))
+    evaluate_run(args, "post-hoc", model_dir, runs[many])
+    evaluate_run(args, many, pretrain_run(args, many, runs[many]), runs[many])
+
+
+# ------------------------------------------------------------------------------------- report
+def summary(result: dict) -> dict[str, dict[str, float]]:
+    """{code: {"loss", "perplexity", "accuracy", "transfer", "transfer_sd"}} of one eval.json."""
+    out = {}
+    for code, m in result["mlm"].items():
+        row = {k: m[k] for k in ("loss", "perplexity", "accuracy")}
+        seeds = [s[code]["accuracy"] for s in result["transfer"]["seeds"] if code in s]
+        if seeds:
+            row["transfer"], row["transfer_sd"] = float(np.mean(seeds)), float(np.std(seeds))
+        out[code] = row
+    return out
+
+
+def cell(row: dict | None, key: str) -> str:
+    """A table cell: the value, "mean ± sd" for transfer, "-" when missing."""
+    if row is None or key not in row:
+        return "-"
+    if key == "transfer":
+        return f"{row['transfer']:.3f} ± {row['transfer_sd']:.3f}"
+    return f"{row[key]:.3f}"
+
+
+def report(args) -> str:
+    runs = run_languages(args)
+    few, many = len(args.few), max(len(v) for v in runs.values())
+    names = [f"modular-{few}", f"shared-{few}", f"modular-{many}", f"shared-{many}", "post-hoc"]
+    evals = {n: read_json(os.path.join(args.workdir, n, "eval.json")) for n in names}
+    table = {n: summary(e) for n, e in evals.items() if e is not None}
+    compared = names[:4]
+    lines = [
+        f"# Claims in miniature ({args.workdir})",
+        "",
+        "## Modular vs shared: test-split MLM perplexity, zero-shot transfer accuracy",
+        "",
+        "| language | " + " | ".join(f"ppl {n}" for n in compared) + " | "
+        + " | ".join(f"transfer {n}" for n in compared) + " |",
+        "|---|" + "---:|" * (2 * len(compared)),
+    ]  # fmt: skip
+    codes = sorted({c for n in compared for c in table.get(n, {})})
+    for code in codes:
+        rows = [table.get(n, {}).get(code) for n in compared]
+        cells = [cell(r, "perplexity") for r in rows] + [cell(r, "transfer") for r in rows]
+        lines.append(f"| {code} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for n in compared:
+        if n in table and all(c in table[n] for c in args.few):
+            loss = np.mean([table[n][c]["loss"] for c in args.few])
+            lines.append(f"- {n}: mean test loss over {', '.join(args.few)} {loss:.4f}")
+    added = [c for c, _ in args.added]
+    if "post-hoc" in table:
+        start = f"modular-{many}"
+        lines += [
+            "",
+            "## Languages added after pre-training",
+            "",
+            f"| language | ppl {start} | ppl post-hoc | transfer {start} | transfer post-hoc |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for code in sorted(table["post-hoc"]):
+            first, late = table.get(start, {}).get(code), table["post-hoc"][code]
+            name = f"{code} (added)" if code in added else code
+            cells = [cell(first, "perplexity"), cell(late, "perplexity")]
+            cells += [cell(first, "transfer"), cell(late, "transfer")]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        unchanged = read_json(os.path.join(args.workdir, "post-hoc", "unchanged.json"))
+        if unchanged:
+            lines += ["", f"Other languages after the additions: {json.dumps(unchanged)}"]
+    text = "\n".join(lines) + "\n"
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "claims.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    drawn = plot_all(args, table, compared, added)
+    print(text + f"wrote claims.md{''.join(', ' + d for d in drawn)} to {args.out}")
+    return text
+
+
+def eval_curve(workdir: str, codes: list[str]) -> tuple[list[int], list[float]]:
+    """(steps, mean held-out loss over `codes`) from a run's log.jsonl evaluations."""
+    steps, losses = [], []
+    path = os.path.join(workdir, "log.jsonl")
+    if not os.path.exists(path):
+        return steps, losses
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            if "eval" in record and all(c in record["eval"] for c in codes):
+                steps.append(record["step"])
+                losses.append(float(np.mean([record["eval"][c]["loss"] for c in codes])))
+    return steps, losses
+
+
+def plot_all(args, table: dict, names: list[str], added: list[str]) -> list[str]:
+    """modular_vs_shared.png, learning_curves.png, post_hoc.png; [] without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    drawn = []
+    present = [n for n in names if n in table]
+    if present:
+        fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
+        codes = sorted(table[present[-1]])
+        x = np.arange(len(codes))
+        width = 0.8 / len(present)
+        for k, n in enumerate(present):
+            ppl = [table[n].get(c, {}).get("perplexity", math.nan) for c in codes]
+            axes[0].bar(x + (k - (len(present) - 1) / 2) * width, ppl, width, label=n)
+            acc = [table[n].get(c, {}).get("transfer", math.nan) for c in codes]
+            sd = [table[n].get(c, {}).get("transfer_sd", 0) for c in codes]
+            axes[1].bar(x + (k - (len(present) - 1) / 2) * width, acc, width, yerr=sd, label=n)
+        axes[0].set_xticks(x, codes, rotation=60)
+        axes[0].set_yscale("log")
+        axes[0].set_ylabel("test MLM perplexity (lower is better)")
+        axes[1].set_xticks(x, codes, rotation=60)
+        axes[1].set_ylabel("zero-shot transfer accuracy")
+        axes[1].set_xlim(-0.5, len(codes) - 0.5)
+        for ax in axes:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.out, "modular_vs_shared.png"), dpi=110)
+        plt.close(fig)
+        drawn.append("modular_vs_shared.png")
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        for n in present:
+            steps, losses = eval_curve(os.path.join(args.workdir, n), sorted(args.few))
+            ax.plot(steps, losses, marker=".", label=n)
+        ax.set_xlabel("pre-training step")
+        ax.set_ylabel(f"held-out MLM loss, mean of {', '.join(sorted(args.few))}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.out, "learning_curves.png"), dpi=110)
+        plt.close(fig)
+        drawn.append("learning_curves.png")
+    curves = [os.path.join(args.workdir, f"adapt-{c}", "log.jsonl") for c in added]
+    if added and all(os.path.exists(p) for p in curves):
+        many = names[2]
+        fig, axes = plt.subplots(1, len(added), figsize=(5 * len(added), 3.6), squeeze=False)
+        for ax, code in zip(axes[0], added, strict=True):
+            workdir = os.path.join(args.workdir, f"adapt-{code}")
+            start = read_json(os.path.join(workdir, "start.json"))
+            steps, losses = eval_curve(workdir, [code])
+            label = f"added (rows from {start['init_from']}), only its adapter trains"
+            ax.plot([0, *steps], [start["eval"][code]["loss"], *losses], marker=".", label=label)
+            _, ref = eval_curve(os.path.join(args.workdir, many), [code])
+            if ref:
+                ax.axhline(ref[-1], color="gray", ls="--", label=f"{many}, from the start")
+            ax.set_title(code)
+            ax.set_xlabel("adaptation step")
+            ax.set_ylabel("held-out MLM loss (valid)")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.out, "post_hoc.png"), dpi=110)
+        plt.close(fig)
+        drawn.append("post_hoc.png")
+    return drawn
+
+
+# --------------------------------------------------------------------------------------- main
+def added_language(text: str) -> tuple[str, str]:
+    code, sep, source = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected CODE:INIT_FROM, e.g. da_DK:de_DE, got {text!r}")
+    return code, source
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("experiment", choices=["modular-vs-shared", "post-hoc", "report"])
+    parser.add_argument("--workdir", default="runs/claims")
+    parser.add_argument("--out", default="results/claims", help="report: claims.md and plots")
+    parser.add_argument("--corpus", default="data/corpus")
+    parser.add_argument("--vocab", default="data/vocab")
+    parser.add_argument("--task", default="data/tasks/sections", help="section_task.py's output")
+    parser.add_argument("--few", nargs="+", default=["en_XX", "de_DE", "fr_XX", "it_IT"])
+    parser.add_argument("--many", nargs="*", help="default: languages with --min-chars of text")
+    parser.add_argument("--min-chars", type=int, default=1_000_000)
+    parser.add_argument(
+        "--added", nargs="+", type=added_language, default=[("da_DK", "de_DE"), ("it_IT", "es_XX")],
+        help="post-hoc: CODE:INIT_FROM, the languages pre-trained without and added later",
+    )  # fmt: skip
+    size = parser.add_argument_group("pre-training (examples/pretrain.py)")
+    size.add_argument("--steps", type=int, default=2000)
+    size.add_argument("--warmup", type=int, default=150)
+    size.add_argument("--hidden", type=int, default=128)
+    size.add_argument("--layers", type=int, default=2)
+    size.add_argument("--batch", type=int, default=32)
+    size.add_argument("--seq-len", type=int, default=128)
+    size.add_argument("--eval-every", type=int, default=250)
+    size.add_argument("--checkpoint-every", type=int, default=250)
+    size.add_argument("--eval-rows", type=int, default=48, help="valid rows per language")
+    size.add_argument("--test-rows", type=int, default=64, help="test rows per language")
+    adapt = parser.add_argument_group("post-hoc adaptation (only the new adapter rows train)")
+    adapt.add_argument("--adapt-steps", type=int, default=400)
+    adapt.add_argument("--adapt-lr", type=float, default=1e-3)
+    adapt.add_argument("--adapt-warmup", type=int, default=40)
+    adapt.add_argument("--adapt-eval-every", type=int, default=50)
+    ft = parser.add_argument_group("zero-shot transfer (examples/transfer.py's recipe)")
+    ft.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ft.add_argument("--ft-steps", type=int, default=400)
+    ft.add_argument("--ft-batch", type=int, default=32)
+    ft.add_argument("--ft-lr", type=float, default=1e-3)
+    ft.add_argument("--ft-eval-every", type=int, default=100)
+    ft.add_argument("--max-length", type=int, default=64)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    {"modular-vs-shared": modular_vs_shared, "post-hoc": post_hoc, "report": report}[
+        args.experiment
+    ](args)
+
+
+if __name__ == "__main__":
+    main()
