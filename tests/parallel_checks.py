@@ -20,7 +20,8 @@ import numpy as np
 import xmod_jax as xj
 from xmod_jax import parallel as xp
 from xmod_jax.train.masking import MaskingSpec
-from xmod_jax.train.pretraining import make_pretrain_step
+from xmod_jax.train.mlm_data import MixedLanguageBatches
+from xmod_jax.train.pretraining import PretrainConfig, make_pretrain_step, pretrain
 
 jax.config.update("jax_default_matmul_precision", "highest")
 # XLA's optimization passes cost most of the compile time of these tiny steps (2.5x), and their
@@ -285,6 +286,34 @@ def check_checkpoints(workdir: str) -> dict:
     return results
 
 
+def check_pretrain_loop(workdir: str) -> dict:
+    """`pretrain` (the loop: checkpoints, logs) for 4 steps on one device, on a mesh through
+    `MeshPlacement`, and on the mesh stopped after 2 steps and resumed from its checkpoint."""
+    model = xj.XmodForMaskedLM(config())
+    params = model.init_params(jax.random.key(4))
+    spec = MaskingSpec(mask_id=3, vocab_size=64, special_ids=(0, 1, 2), first_regular_id=3)
+    rows = [b["input_ids"] for b in batches(len(CONFIG["languages"]), labels=False)]
+    data = MixedLanguageBatches(rows, range(len(rows)), BATCH, pad_id=1)
+    budget = PretrainConfig(steps=STEPS, warmup_steps=1, checkpoint_every=2, eval_every=STEPS)
+    mesh, rules = setup("fsdp_tensor", None, 2, 2, 2)
+    runs = {}
+    for name, stops in (("one_device", [None]), ("mesh", [None]), ("mesh_resumed", [2, None])):
+        placement = None if name == "one_device" else xp.MeshPlacement(model, mesh, rules)
+        for stop in stops:
+            state, _ = pretrain(
+                model, params, data, spec, budget, os.path.join(workdir, f"pretrain_{name}"),
+                progress=False, stop_after=stop, placement=placement,
+            )  # fmt: skip
+        runs[name] = state
+    query = runs["mesh_resumed"].params["roberta"]["encoder"]["layer_0"]["attention"]["self"]
+    return {
+        "steps": {name: int(state.step) for name, state in runs.items()},
+        "mesh_vs_one_device": max_diff(runs["mesh"].params, runs["one_device"].params),
+        "resumed_vs_straight": max_diff(runs["mesh_resumed"].params, runs["mesh"].params),
+        "resumed_query_spec": str(query["query"]["kernel"].sharding.spec),
+    }
+
+
 def check_example() -> dict:
     """`examples/train_sharded.py`, as its `main` runs it, minus the printing."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples"))
@@ -327,6 +356,7 @@ def main(workdir: str, names: list[str]) -> None:
         "errors": check_errors,
         "checkpoints": lambda: check_checkpoints(workdir),
         "example": check_example,
+        "pretrain_loop": lambda: check_pretrain_loop(workdir),
         "readme": lambda: check_readme(workdir),
     }
     results = {}

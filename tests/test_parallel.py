@@ -35,7 +35,7 @@ FLOAT32 = 4
 # Two processes, about equally long, run side by side (each compilation is single-threaded).
 CHECK_GROUPS = [
     ["train", "resume", "errors", "readme"],
-    ["forward", "bytes", "checkpoints", "example"],
+    ["forward", "bytes", "checkpoints", "example", "pretrain_loop"],
 ]
 
 
@@ -133,6 +133,15 @@ def test_sharded_forward_equals_one_device(measured):
     # the residual stream's constraint keeps the outputs split by batch, not gathered
     assert forward["fsdp_1x8x1"]["batch_split"] == "P('fsdp',)"
     assert forward["fsdp_tensor_2x2x2"]["batch_split"] == "P(('data', 'fsdp'),)"
+
+
+def test_the_pretraining_loop_runs_on_a_mesh_and_resumes_there(measured):
+    loop = measured["pretrain_loop"]
+    assert loop["steps"] == {"one_device": 4, "mesh": 4, "mesh_resumed": 4}
+    assert loop["mesh_vs_one_device"] < TOLERANCE  # split work: float rounding only
+    assert loop["resumed_vs_straight"] < TOLERANCE
+    # fsdp_tensor: the query kernel [embed, heads, head_dim] split over fsdp and tensor
+    assert loop["resumed_query_spec"] == "P('fsdp', 'tensor', None)"
 
 
 def test_no_tensor_is_rebuilt_whole_on_every_device(measured):

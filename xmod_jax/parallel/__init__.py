@@ -4,7 +4,8 @@ rules.py        `sharding_rules(preset, lang=)`: ordered (logical axis, mesh axe
 mesh.py         `make_mesh(data, fsdp, tensor)`: a mesh with `Auto` axis types
 shard.py        shardings of params, optimizer and train states, batches (`process_rows`: the
                 rows each process feeds); placing them
-steps.py        `shard_train_step`, `shard_forward`: steps jitted with in/out shardings
+steps.py        `shard_train_step`, `shard_forward`: steps jitted with in/out shardings;
+                `MeshPlacement`: `pretrain` on a mesh
 checkpoints.py  orbax params saved by every process together, restored straight onto a mesh,
                 any mesh shape
 
@@ -28,11 +29,12 @@ from xmod_jax.parallel.shard import (
     tree_shardings,
     with_shardings,
 )
-from xmod_jax.parallel.steps import shard_forward, shard_train_step
+from xmod_jax.parallel.steps import MeshPlacement, shard_forward, shard_train_step
 
 __all__ = [
     "BATCH_AXES",
     "MESH_AXES",
+    "MeshPlacement",
     "PRESETS",
     "batch_sharding",
     "bytes_per_device",

@@ -3,6 +3,7 @@
 The wrappers take the library's steps as they are (`make_train_step`, `make_pretrain_step`,
 `make_eval_step`, or any `(params, batch) -> outputs`) and jit them with input and output
 shardings: the state or params where the rules put them, the batch split along its batch axis.
+`MeshPlacement` hands the train step and its state to a training loop (`pretrain`).
 They trace under the mesh and the rules, so the constraints in the modules take effect
 (`nn.constraints`: the residual stream split by batch, looked-up tables whole); the compiler
 propagates the rest. Results equal the single-device ones to float rounding.
@@ -15,11 +16,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
+import numpy as np
 from jax.sharding import Mesh
 
 from xmod_jax.nn.constraints import activation_rules
 from xmod_jax.parallel.rules import Rules
-from xmod_jax.parallel.shard import batch_sharding, replicated, shard_batch
+from xmod_jax.parallel.shard import (
+    batch_sharding,
+    process_rows,
+    replicated,
+    shard,
+    shard_batch,
+    train_state_shardings,
+)
 
 Batch = dict[str, Any]
 
@@ -64,6 +73,26 @@ def shard_forward(
             return jitted(params, batch)
 
     return forward
+
+
+class MeshPlacement:
+    """A training loop on a mesh: `pretrain(..., placement=MeshPlacement(model, mesh, rules))`.
+
+    The train state is placed by the rules (`train_state_shardings`), the step jitted with
+    `shard_train_step`, and each process feeds its own rows of every global batch
+    (`process_rows`); checkpoints then save and restore sharded.
+    """
+
+    def __init__(self, model_or_config: Any, mesh: Mesh, rules: Rules) -> None:
+        self.model_or_config, self.mesh, self.rules = model_or_config, mesh, rules
+
+    def distribute(self, state: Any, step_fn: Callable) -> tuple[Any, Callable]:
+        shardings = train_state_shardings(state, self.model_or_config, self.mesh, self.rules)
+        return shard(state, shardings), shard_train_step(step_fn, shardings, self.mesh, self.rules)
+
+    def local_rows(self, batch: Batch) -> Batch:
+        rows = process_rows(self.mesh, len(next(iter(batch.values()))))
+        return {key: np.asarray(value)[rows] for key, value in batch.items()}
 
 
 @contextlib.contextmanager

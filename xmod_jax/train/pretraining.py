@@ -7,7 +7,8 @@
                        the unigram baseline, and the text-language x adapter loss matrix
   PretrainConfig       steps, batch, schedule, evaluation and checkpoint cadence
   pretrain             the loop: orbax checkpoints, exact resume, progress bar, log.jsonl,
-                       host data time as a fraction of step time
+                       host data time as a fraction of step time; on one device, or on a mesh
+                       through a `Placement` (`xmod_jax.parallel.MeshPlacement`)
 
 Every batch mixes languages (`mlm_data.MixedLanguageBatches`): each row is routed to its own
 adapter in one compiled call, which is the point of X-MOD. All parameters train during
@@ -27,7 +28,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -303,6 +304,21 @@ def make_pretrain_optimizer(
     )
 
 
+class Placement(Protocol):
+    """Where `pretrain` keeps its train state and feeds its batches; without one, on one device.
+    `xmod_jax.parallel.MeshPlacement` spreads them over a mesh (any number of processes)."""
+
+    def distribute(
+        self, state: TrainState, step_fn: Callable[[TrainState, Batch], Any]
+    ) -> tuple[TrainState, Callable[[TrainState, Batch], Any]]:
+        """The state placed, and the step jitted to run where it is."""
+        ...
+
+    def local_rows(self, batch: Batch) -> Batch:
+        """The rows of a global batch that this process feeds."""
+        ...
+
+
 def pretrain(
     model: Any,
     params: Any,
@@ -314,6 +330,7 @@ def pretrain(
     held_out: HeldOutMLM | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    placement: Placement | None = None,
 ) -> tuple[TrainState, list[dict[str, Any]]]:
     """Pre-train from `params`, or resume from the latest checkpoint in `workdir/checkpoints`.
 
@@ -322,7 +339,9 @@ def pretrain(
     resumed run replays the same batches and masks, so it ends bit-identical to an uninterrupted
     one.
     `stop_after` ends the call after that many steps of this call (the schedule still spans
-    `config.steps`). Returns the final state and the log records of this call.
+    `config.steps`). `placement` runs the steps on a mesh (`xmod_jax.parallel.MeshPlacement`):
+    the same batches, masks and results as one device (to float rounding), checkpoints saved
+    and restored sharded. Returns the final state and the log records of this call.
     """
     from tqdm.auto import tqdm
 
@@ -333,13 +352,15 @@ def pretrain(
     step_fn = make_pretrain_step(model, tx, labels, spec)
     # a copy: the step donates its state, and the caller keeps `params`
     state = TrainState.create(jax.tree.map(jnp.array, params), tx, seed=config.seed)
+    if placement is not None:
+        state, step_fn = placement.distribute(state, step_fn)
     log_path = os.path.join(workdir, "log.jsonl")
     records: list[dict[str, Any]] = []
     with TrainCheckpoints(
         os.path.join(workdir, "checkpoints"), keep_last=2, keep_best=0, metric="loss", mode="min"
     ) as checkpoints:
         if checkpoints.latest_step() is not None:
-            state = checkpoints.restore(jax.eval_shape(lambda: state))
+            state = checkpoints.restore(state)  # shaped and placed like the fresh state
         start = int(state.step)
         _truncate_log(log_path, start)
         stop = config.steps if stop_after is None else min(config.steps, start + stop_after)
@@ -350,6 +371,8 @@ def pretrain(
         for step in bar:
             t_data = time.perf_counter()
             batch = batches.batch(step)
+            if placement is not None:
+                batch = placement.local_rows(batch)
             window["data"] += time.perf_counter() - t_data
             state, metrics = step_fn(state, batch)
             window["loss"].append(metrics["loss"])
