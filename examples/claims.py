@@ -153,6 +153,13 @@ def test_rows(args, tokenizer, languages: list[str]) -> dict[str, np.ndarray]:
     return {c: cached[c] for c in languages}
 
 
+def mask_seeds(args) -> dict[str, int]:
+    """Each language's held-out mask seed: the one a `--many` run's evaluation gives it
+    (`HeldOutMLM`'s default, 1234 + its index), so that every model, whatever its languages,
+    is scored on the very same masked tokens."""
+    return {code: 1234 + n for n, code in enumerate(sorted(args.many or corpus_languages(args)))}
+
+
 def mlm_scores(args, model_dir: str, languages: list[str]) -> dict[str, dict[str, float]]:
     """{code: {"loss", "perplexity", "accuracy", "tokens"}} on the test split."""
     tokenizer = xj.XmodTokenizer.from_pretrained(model_dir)
@@ -162,6 +169,7 @@ def mlm_scores(args, model_dir: str, languages: list[str]) -> dict[str, dict[str
         test_rows(args, tokenizer, languages),
         MaskingSpec.for_tokenizer(tokenizer),
         pad_id=tokenizer.pad_token_id,
+        seed=mask_seeds(args),
         adapters=adapter_routes(model.config, languages),
     )
     return held.evaluate(params)
@@ -234,7 +242,10 @@ def adapt_language(args, model_dir: str, rows: dict, code: str, init_from: str) 
     )
     config, params = add_language(config, params, code, init_from=init_from)
     model = xj.XmodForMaskedLM(config)
-    held = HeldOutMLM(model, {code: rows["valid"][code]}, spec, pad_id=tokenizer.pad_token_id)
+    held = HeldOutMLM(  # the masks of the --many run's evaluations of this language
+        model, {code: rows["valid"][code]}, spec, pad_id=tokenizer.pad_token_id,
+        seed=mask_seeds(args),
+    )  # fmt: skip
     start = os.path.join(workdir, "start.json")
     if not os.path.exists(start):  # the copied rows, before any step
         os.makedirs(workdir, exist_ok=True)

@@ -351,6 +351,22 @@ def test_held_out_routes_languages_to_named_adapters(setup):
         HeldOutMLM(model, held, SPEC, pad_id=PAD, adapters={"en_XX": "xx_XX"})
 
 
+def test_held_out_mask_seeds_by_language_keep_masks_across_subsets(setup):
+    """seed={code: seed}: a language's masked positions do not depend on which other languages
+    the set holds (by index, they shift); a language without a seed fails at once."""
+    model, _, held, _ = setup
+    seeds = {code: 100 + n for n, code in enumerate(sorted(held))}
+    last = sorted(held)[-1]
+    alone = HeldOutMLM(model, {last: held[last]}, SPEC, pad_id=PAD, seed=seeds)
+    together = HeldOutMLM(model, held, SPEC, pad_id=PAD, seed=seeds)
+    by_index = HeldOutMLM(model, {last: held[last]}, SPEC, pad_id=PAD, seed=100)
+    for key in ("input_ids", "labels", "logits_positions"):
+        np.testing.assert_array_equal(alone.sets[last][key], together.sets[last][key])
+    assert not np.array_equal(alone.sets[last]["labels"], by_index.sets[last]["labels"])
+    with pytest.raises(ValueError, match=f"no mask seed for \\['{last}'\\]"):
+        HeldOutMLM(model, {last: held[last]}, SPEC, pad_id=PAD, seed={"xx": 1})
+
+
 def test_pretrain_config_refuses_bad_budgets():
     with pytest.raises(ValueError, match="must exceed warmup_steps"):
         PretrainConfig(steps=10, warmup_steps=10)

@@ -130,7 +130,9 @@ class HeldOutMLM:
     loss` ("context_gain" in `pretrain`'s log) measures how much the model uses word order (0
     for a model that predicts from the bag of words or the unigram distribution). All languages
     share the batches, each row through its own adapter, or through `adapters[code]` where given
-    (e.g. every language through the one adapter of a shared baseline).
+    (e.g. every language through the one adapter of a shared baseline). Language n (in sorted
+    order) draws its masks from key `seed + n`, or from `seed[code]` when `seed` is a dict: the
+    same masks for a language whichever other languages a set holds.
     """
 
     def __init__(
@@ -141,7 +143,7 @@ class HeldOutMLM:
         *,
         pad_id: int,
         batch_size: int = 32,
-        seed: int = 1234,
+        seed: int | dict[str, int] = 1234,
         adapters: dict[str, str] | None = None,
     ) -> None:
         self.model = model
@@ -149,9 +151,12 @@ class HeldOutMLM:
         self.batch_size = batch_size
         self.spec = spec = dataclasses.replace(spec, mask_fraction=1.0, random_fraction=0.0)
         self.sets: dict[str, Batch] = {}
+        if isinstance(seed, dict) and set(rows) - set(seed):
+            raise ValueError(f"no mask seed for {sorted(set(rows) - set(seed))}")
         mask = jax.jit(lambda key, ids: mask_tokens(key, ids, spec))
         for n, (code, ids) in enumerate(sorted(rows.items())):
-            masked, positions, labels = mask(jax.random.key(seed + n), jnp.asarray(ids))
+            key = seed[code] if isinstance(seed, dict) else seed + n
+            masked, positions, labels = mask(jax.random.key(key), jnp.asarray(ids))
             self.sets[code] = {
                 "input_ids": np.asarray(masked),
                 "attention_mask": (ids != pad_id).astype(np.int32),
@@ -160,7 +165,8 @@ class HeldOutMLM:
             }
         self.codes = list(self.sets)
         self._rows = {k: np.concatenate([d[k] for d in self.sets.values()]) for k in _MLM_KEYS}
-        self._shuffled_rows = shuffle_context(self._rows, np.random.default_rng(seed))
+        entropy = sorted(seed.values()) if isinstance(seed, dict) else seed
+        self._shuffled_rows = shuffle_context(self._rows, np.random.default_rng(entropy))
         self._owner = np.concatenate(
             [np.full(len(d["input_ids"]), i) for i, d in enumerate(self.sets.values())]
         )
