@@ -45,7 +45,7 @@ import xmod_jax as xj
 from xmod_jax.tasks import load_classification_task
 from xmod_jax.train.languages import add_language
 from xmod_jax.train.masking import MaskingSpec
-from xmod_jax.train.mlm_data import MixedLanguageBatches, corpus_rows
+from xmod_jax.train.mlm_data import MixedLanguageBatches, corpus_rows, language_probabilities
 from xmod_jax.train.pretraining import HeldOutMLM, PretrainConfig, pretrain
 from xmod_jax.train.transfer import (
     ClassificationSet,
@@ -73,13 +73,24 @@ def write_json(path: str, data: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
-def corpus_languages(args) -> list[str]:
-    """The `--many` languages: every language with `--min-chars` training characters."""
+def train_chars(args) -> dict[str, int]:
+    """Training characters per language, from the corpus manifest."""
     with open(os.path.join(args.corpus, "manifest.json"), encoding="utf-8") as f:
         languages = json.load(f)["languages"]
-    return sorted(
-        c for c, e in languages.items() if e["totals"]["train"]["chars"] >= args.min_chars
-    )
+    return {code: entry["totals"]["train"]["chars"] for code, entry in languages.items()}
+
+
+def corpus_languages(args) -> list[str]:
+    """The `--many` languages: every language with `--min-chars` training characters."""
+    return sorted(code for code, n in train_chars(args).items() if n >= args.min_chars)
+
+
+def expected_rows(args, languages: list[str]) -> dict[str, float]:
+    """Rows of each language a pre-training run over `languages` draws, in expectation
+    (examples/pretrain.py's sampling, p_l ∝ n_l^0.3, times steps x batch)."""
+    chars = train_chars(args)
+    p = language_probabilities([chars[c] for c in languages], 0.3)
+    return {code: float(q) * args.steps * args.batch for code, q in zip(languages, p, strict=True)}
 
 
 def run_languages(args) -> dict[str, list[str]]:
@@ -355,6 +366,7 @@ def report(args) -> str:
     evals = {n: read_json(os.path.join(args.workdir, n, "eval.json")) for n in names}
     table = {n: summary(e) for n, e in evals.items() if e is not None}
     compared = names[:4]
+    seen = expected_rows(args, runs[f"modular-{many}"])  # rows per language, from the start
     lines = [
         f"# Claims in miniature ({args.workdir})",
         "",
@@ -390,6 +402,12 @@ def report(args) -> str:
             cells = [cell(first, "perplexity"), cell(late, "perplexity")]
             cells += [cell(first, "transfer"), cell(late, "transfer")]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for code in added:
+            lines.append(
+                f"- {code}: {start} drew about {seen[code]:,.0f} of its rows in pre-training; "
+                f"its adaptation drew {args.adapt_steps * args.batch:,}"
+            )
         unchanged = read_json(os.path.join(args.workdir, "post-hoc", "unchanged.json"))
         if unchanged:
             lines += ["", f"Other languages after the additions: {json.dumps(unchanged)}"]
@@ -397,9 +415,20 @@ def report(args) -> str:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "claims.md"), "w", encoding="utf-8") as f:
         f.write(text)
-    drawn = plot_all(args, table, compared, added)
+    drawn = plot_all(args, table, compared, added, seen)
     print(text + f"wrote claims.md{''.join(', ' + d for d in drawn)} to {args.out}")
     return text
+
+
+def task_baselines(args, name: str) -> dict[str, float]:
+    """{code: accuracy} of a baseline ("majority", "naive_bayes") in the task's stats.json."""
+    stats = read_json(os.path.join(args.task, "stats.json")) or {}
+    scores = stats.get("baselines", {}).get("scores", {})
+    return {
+        key.split(".", 1)[1]: value[name]["accuracy"]
+        for key, value in scores.items()
+        if key.startswith("test.") and name in value
+    }
 
 
 def eval_curve(workdir: str, codes: list[str]) -> tuple[list[int], list[float]]:
@@ -417,8 +446,11 @@ def eval_curve(workdir: str, codes: list[str]) -> tuple[list[int], list[float]]:
     return steps, losses
 
 
-def plot_all(args, table: dict, names: list[str], added: list[str]) -> list[str]:
-    """modular_vs_shared.png, learning_curves.png, post_hoc.png; [] without matplotlib."""
+def plot_all(
+    args, table: dict, names: list[str], added: list[str], seen: dict[str, float]
+) -> list[str]:
+    """modular_vs_shared.png, learning_curves.png, post_hoc.png; [] without matplotlib.
+    `seen`: rows per language the `--many` modular run drew (marked on the adaptation curves)."""
     try:
         import matplotlib
 
@@ -429,22 +461,27 @@ def plot_all(args, table: dict, names: list[str], added: list[str]) -> list[str]
     drawn = []
     present = [n for n in names if n in table]
     if present:
-        fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
-        codes = sorted(table[present[-1]])
-        x = np.arange(len(codes))
+        fig, axes = plt.subplots(
+            1, 2, figsize=(14, 3.8), gridspec_kw={"width_ratios": [16, 6]}
+        )  # fmt: skip
+        codes = sorted({c for n in present for c in table[n]})
+        tested = [c for c in codes if any("transfer" in table[n].get(c, {}) for n in present)]
         width = 0.8 / len(present)
         for k, n in enumerate(present):
+            offset = (k - (len(present) - 1) / 2) * width
             ppl = [table[n].get(c, {}).get("perplexity", math.nan) for c in codes]
-            axes[0].bar(x + (k - (len(present) - 1) / 2) * width, ppl, width, label=n)
-            acc = [table[n].get(c, {}).get("transfer", math.nan) for c in codes]
-            sd = [table[n].get(c, {}).get("transfer_sd", 0) for c in codes]
-            axes[1].bar(x + (k - (len(present) - 1) / 2) * width, acc, width, yerr=sd, label=n)
-        axes[0].set_xticks(x, codes, rotation=60)
+            axes[0].bar(np.arange(len(codes)) + offset, ppl, width, label=n)
+            acc = [table[n].get(c, {}).get("transfer", math.nan) for c in tested]
+            sd = [table[n].get(c, {}).get("transfer_sd", 0) for c in tested]
+            axes[1].bar(np.arange(len(tested)) + offset, acc, width, yerr=sd, label=n)
+        majority = task_baselines(args, "majority")
+        axes[1].plot(range(len(tested)), [majority.get(c, math.nan) for c in tested], "k_",
+                     markersize=18, label="majority class")  # fmt: skip
+        axes[0].set_xticks(np.arange(len(codes)), codes, rotation=60)
         axes[0].set_yscale("log")
         axes[0].set_ylabel("test MLM perplexity (lower is better)")
-        axes[1].set_xticks(x, codes, rotation=60)
-        axes[1].set_ylabel("zero-shot transfer accuracy")
-        axes[1].set_xlim(-0.5, len(codes) - 0.5)
+        axes[1].set_xticks(np.arange(len(tested)), tested, rotation=60)
+        axes[1].set_ylabel("zero-shot transfer accuracy (from en_XX)")
         for ax in axes:
             ax.legend(fontsize=7)
         fig.tight_layout()
@@ -475,6 +512,8 @@ def plot_all(args, table: dict, names: list[str], added: list[str]) -> list[str]
             _, ref = eval_curve(os.path.join(args.workdir, many), [code])
             if ref:
                 ax.axhline(ref[-1], color="gray", ls="--", label=f"{many}, from the start")
+            label = f"as many {code} rows as {many} drew"
+            ax.axvline(seen[code] / args.batch, color="gray", ls=":", label=label)
             ax.set_title(code)
             ax.set_xlabel("adaptation step")
             ax.set_ylabel("held-out MLM loss (valid)")
