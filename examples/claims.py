@@ -38,7 +38,9 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pretrain as pretrain_example
 
 import xmod_jax as xj
@@ -335,6 +337,46 @@ def post_hoc(args) -> None:
         write_json(check, outputs_unchanged(args, base, model_dir, runs[name]))
     evaluate_run(args, "post-hoc", model_dir, runs[many])
     evaluate_run(args, many, pretrain_run(args, many, runs[many]), runs[many])
+    split = os.path.join(final, "token_split.json")
+    if read_json(split) is None:
+        seen = np.zeros(len(xj.XmodTokenizer.from_pretrained(base)), bool)
+        for code in runs[name]:  # every token the model without them was trained on
+            seen[np.unique(rows["train"][code])] = True
+        added = [code for code, _ in args.added]
+        write_json(split, {
+            "post-hoc": token_split(args, model_dir, added, seen),
+            many: token_split(args, os.path.join(args.workdir, many, "model"), added, seen),
+        })  # fmt: skip
+
+
+def token_split(args, model_dir: str, languages: list[str], seen: np.ndarray) -> dict:
+    """Test-split MLM loss of `languages`, over the masked tokens that the model pre-trained
+    without them saw in its training text (`seen`: bool [V]) and over the others, whose
+    embedding rows (also the tied output rows) no step of that run trained:
+    {code: {"seen": {"loss", "tokens"}, "unseen": {...}}}."""
+    tokenizer = xj.XmodTokenizer.from_pretrained(model_dir)
+    model, params = xj.XmodForMaskedLM.from_pretrained(model_dir)
+    held = HeldOutMLM(
+        model, test_rows(args, tokenizer, languages), MaskingSpec.for_tokenizer(tokenizer),
+        pad_id=tokenizer.pad_token_id, seed=mask_seeds(args),
+    )  # fmt: skip
+    out = {}
+    for code, data in held.sets.items():
+        inputs = {k: v for k, v in data.items() if k != "labels"}
+        inputs["lang_ids"] = model.config.lang_ids([code] * len(data["labels"]))
+        logits = model.apply({"params": params}, **inputs).logits
+        labels = data["labels"]
+        keep = labels >= 0
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(keep, labels, 0))
+        losses, labels = np.asarray(losses)[keep], labels[keep]
+        out[code] = {
+            kind: {
+                "loss": float(losses[chosen].mean()) if chosen.any() else None,
+                "tokens": int(chosen.sum()),
+            }
+            for kind, chosen in (("seen", seen[labels]), ("unseen", ~seen[labels]))
+        }
+    return out
 
 
 # ------------------------------------------------------------------------------------- report
@@ -352,7 +394,7 @@ def summary(result: dict) -> dict[str, dict[str, float]]:
 
 def cell(row: dict | None, key: str) -> str:
     """A table cell: the value, "mean ± sd" for transfer, "-" when missing."""
-    if row is None or key not in row:
+    if row is None or row.get(key) is None:
         return "-"
     if key == "transfer":
         return f"{row['transfer']:.3f} ± {row['transfer_sd']:.3f}"
@@ -408,6 +450,25 @@ def report(args) -> str:
                 f"- {code}: {start} drew about {seen[code]:,.0f} of its rows in pre-training; "
                 f"its adaptation drew {args.adapt_steps * args.batch:,}"
             )
+        split = read_json(os.path.join(args.workdir, "post-hoc", "token_split.json"))
+        if split:
+            lines += [
+                "",
+                "Test loss of the added languages over masked tokens the model pre-trained "
+                "without them saw in its training text, and over those it never saw (their "
+                "embedding and output rows never trained):",
+                "",
+                f"| language | unseen share | seen: {start} | seen: post-hoc | unseen: {start} "
+                "| unseen: post-hoc |",
+                "|---|---:|---:|---:|---:|---:|",
+            ]
+            for code in added:
+                first, late = split[start][code], split["post-hoc"][code]
+                counts = late["unseen"]["tokens"], late["seen"]["tokens"]
+                share = counts[0] / sum(counts)
+                pairs = [(r, kind) for kind in ("seen", "unseen") for r in (first, late)]
+                losses = [cell(r[kind], "loss") for r, kind in pairs]
+                lines.append(f"| {code} | {share:.3f} | " + " | ".join(losses) + " |")
         unchanged = read_json(os.path.join(args.workdir, "post-hoc", "unchanged.json"))
         if unchanged:
             lines += ["", f"Other languages after the additions: {json.dumps(unchanged)}"]
