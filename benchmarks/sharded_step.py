@@ -19,6 +19,7 @@ the sharded path works and what its bookkeeping costs on one host.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import statistics
@@ -129,6 +130,9 @@ def main() -> None:
     base = results["one device"]["step_s"]
     tokens = shape["batch"] * shape["length"]
     lines = [
+        "## Pre-training step on 8 simulated devices",
+        "",
+        f"`python benchmarks/sharded_step.py`, {datetime.date.today()}. "
         f"Machine: {machine()}. Model: hidden {shape['hidden']}, {shape['layers']} layers, "
         f"vocabulary {shape['vocab_size']}, 16 languages; batches of {shape['batch']} x "
         f"{shape['length']} tokens; median of {args.repeats} steps after the first call. "
