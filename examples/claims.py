@@ -1,7 +1,7 @@
 """X-MOD's two pre-training claims, measured in miniature: modular vs shared, languages added later.
 
     python examples/claims.py modular-vs-shared --workdir runs/claims   # ~55 min on 2 cores
-    python examples/claims.py post-hoc --workdir runs/claims            # ~15 min, after the above
+    python examples/claims.py post-hoc --workdir runs/claims            # ~20 min more
     python examples/claims.py report --workdir runs/claims --out results/claims
 
 `modular-vs-shared` pre-trains four models of one reduced size (`--hidden 128 --layers 2`,
@@ -21,7 +21,8 @@ from a related language's (da_DK from de_DE, it_IT from es_XX), and trains only 
 `--adapt-steps`. Only the new rows can learn the language: the trunk and the embeddings are
 shared by every language, and training them would change the others. It then checks that every
 other language's MLM outputs are bit-identical to the model before the addition, and scores the
-result as above, beside the `--many` modular model that had the languages from the start.
+result as above, beside the `--many` modular model that had the languages from the start
+(`modular-vs-shared`'s run, pre-trained here first if missing).
 
 `report` writes claims.md (the tables) and the plots (matplotlib) from the runs' files.
 Every stage writes its result file and is skipped when that exists; pre-training and adaptation
@@ -304,7 +305,7 @@ def outputs_unchanged(args, before_dir: str, after_dir: str, languages: list[str
     flat0 = dict(leaves_by_path(p0))
     for path, leaf in leaves_by_path(p1):
         old = flat0[path]
-        if leaf.shape != old.shape:  # a stacked adapter leaf: the old rows come first
+        if leaf.shape != old.shape:  # a stacked adapter leaf [L, ...]: the old rows come first
             leaf = leaf[:n_old]
         if not np.array_equal(np.asarray(leaf), np.asarray(old)):
             differing.append(path)
@@ -323,8 +324,9 @@ def leaves_by_path(params) -> list[tuple[str, np.ndarray]]:
 def post_hoc(args) -> None:
     runs = run_languages(args)
     many = max((n for n in runs if n.startswith("modular")), key=lambda n: len(runs[n]))
-    name = next(n for n in runs if n.startswith("without"))
-    base = pretrain_run(args, name, runs[name])
+    without = next(n for n in runs if n.startswith("without"))
+    reference = pretrain_run(args, many, runs[many])  # had them from the start (section 2's)
+    base = pretrain_run(args, without, runs[without])
     # every language's rows, the added ones included, from the --many run's cache
     rows = pretrain_example.cached_rows(os.path.join(args.workdir, many, "rows.npz"))
     model_dir = base
@@ -334,18 +336,18 @@ def post_hoc(args) -> None:
     check = os.path.join(final, "unchanged.json")
     if read_json(check) is None:
         os.makedirs(final, exist_ok=True)
-        write_json(check, outputs_unchanged(args, base, model_dir, runs[name]))
+        write_json(check, outputs_unchanged(args, base, model_dir, runs[without]))
     evaluate_run(args, "post-hoc", model_dir, runs[many])
-    evaluate_run(args, many, pretrain_run(args, many, runs[many]), runs[many])
+    evaluate_run(args, many, reference, runs[many])
     split = os.path.join(final, "token_split.json")
     if read_json(split) is None:
         seen = np.zeros(len(xj.XmodTokenizer.from_pretrained(base)), bool)
-        for code in runs[name]:  # every token the model without them was trained on
+        for code in runs[without]:  # every token the model without them was trained on
             seen[np.unique(rows["train"][code])] = True
         added = [code for code, _ in args.added]
         write_json(split, {
             "post-hoc": token_split(args, model_dir, added, seen),
-            many: token_split(args, os.path.join(args.workdir, many, "model"), added, seen),
+            many: token_split(args, reference, added, seen),
         })  # fmt: skip
 
 
