@@ -49,6 +49,7 @@ from xmod_jax.tasks import load_classification_task
 from xmod_jax.train.languages import add_language
 from xmod_jax.train.masking import MaskingSpec
 from xmod_jax.train.mlm_data import MixedLanguageBatches, corpus_rows, language_probabilities
+from xmod_jax.train.pretrain_init import pretraining_config
 from xmod_jax.train.pretraining import HeldOutMLM, PretrainConfig, pretrain
 from xmod_jax.train.transfer import (
     ClassificationSet,
@@ -107,7 +108,19 @@ def run_languages(args) -> dict[str, list[str]]:
         f"shared-{len(args.few)}": sorted(args.few),
         # e.g. without-da-it: the --many languages but the --added ones
         "without-" + "-".join(c.split("_")[0] for c in added): sorted(set(many) - set(added)),
-    }
+    } | ({f"shared-{len(many)}-matched": sorted(many)} if args.matched_shared else {})
+
+
+def matched_ffn(args, languages: int) -> int:
+    """The FFN width at which a shared model has the parameters of a modular one with
+    `languages` adapters: each layer's other adapters (2 h r + r + h parameters each) become
+    FFN units (2 h + 1 parameters each), rounded up."""
+    config = pretraining_config(
+        2, ["xx_XX"], hidden_size=args.hidden, num_hidden_layers=args.layers, seq_len=8
+    )
+    h, r = config.hidden_size, config.adapter_size
+    extra = (languages - 1) * (2 * h * r + r + h)
+    return config.intermediate_size + math.ceil(extra / (2 * h + 1))
 
 
 def copy_rows(source: str, target: str, codes: list[str]) -> None:
@@ -144,6 +157,7 @@ def pretrain_run(args, name: str, languages: list[str]) -> str:
             "--eval-rows", str(args.eval_rows), "--languages", *languages,
         ]
         + (["--shared"] if name.startswith("shared") else [])
+        + (["--ffn", str(matched_ffn(args, len(languages)))] if name.endswith("-matched") else [])
     )  # fmt: skip
     return export
 
@@ -405,11 +419,12 @@ def cell(row: dict | None, key: str) -> str:
 
 def report(args) -> str:
     runs = run_languages(args)
-    few, many = len(args.few), max(len(v) for v in runs.values())
-    names = [f"modular-{few}", f"shared-{few}", f"modular-{many}", f"shared-{many}", "post-hoc"]
+    many = max(len(v) for v in runs.values())
+    compared = [n for n in runs if n.startswith(("modular", "shared"))]
+    compared.sort(key=lambda n: (len(runs[n]), n.startswith("shared"), n))  # 4, then 16
+    names = [*compared, "post-hoc"]
     evals = {n: read_json(os.path.join(args.workdir, n, "eval.json")) for n in names}
     table = {n: summary(e) for n, e in evals.items() if e is not None}
-    compared = names[:4]
     seen = expected_rows(args, runs[f"modular-{many}"])  # rows per language, from the start
     lines = [
         f"# Claims in miniature ({args.workdir})",
@@ -565,7 +580,7 @@ def plot_all(
         drawn.append("learning_curves.png")
     curves = [os.path.join(args.workdir, f"adapt-{c}", "log.jsonl") for c in added]
     if added and all(os.path.exists(p) for p in curves):
-        many = names[2]
+        many = next(n for n in reversed(names) if n.startswith("modular"))  # the most languages
         fig, axes = plt.subplots(1, len(added), figsize=(5 * len(added), 3.6), squeeze=False)
         for ax, code in zip(axes[0], added, strict=True):
             workdir = os.path.join(args.workdir, f"adapt-{code}")
@@ -608,6 +623,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--few", nargs="+", default=["en_XX", "de_DE", "fr_XX", "it_IT"])
     parser.add_argument("--many", nargs="*", help="default: languages with --min-chars of text")
     parser.add_argument("--min-chars", type=int, default=1_000_000)
+    parser.add_argument(
+        "--matched-shared", action="store_true",
+        help="also a shared model at --many languages with the modular one's parameter count "
+        "(its FFN widened; more compute per token): is modular's edge only parameters?",
+    )  # fmt: skip
     parser.add_argument(
         "--added", nargs="+", type=added_language, default=[("da_DK", "de_DE"), ("it_IT", "es_XX")],
         help="post-hoc: CODE:INIT_FROM, the languages pre-trained without and added later",

@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--ffn", type=int, default=None, help="FFN width (default 4 x hidden)")
     parser.add_argument("--lr", type=float, default=7e-4)
     parser.add_argument("--warmup", type=int, default=150)
     parser.add_argument("--decay-fraction", type=float, default=0.2)
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     adapters = [SHARED] if args.shared else codes
     config = pretraining_config(
         len(tokenizer), adapters, hidden_size=args.hidden, num_hidden_layers=args.layers,
-        seq_len=args.seq_len,
+        seq_len=args.seq_len, intermediate_size=args.ffn,
     )  # fmt: skip
     model = xj.XmodForMaskedLM(config)
     spec = MaskingSpec.for_tokenizer(tokenizer)

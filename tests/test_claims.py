@@ -6,6 +6,7 @@ import json
 import pathlib
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -38,7 +39,7 @@ def claim_runs(tmp_path_factory, sample_tokenizer):
         "--seq-len", "32", "--eval-every", "3", "--checkpoint-every", "3", "--eval-rows", "2",
         "--test-rows", "3", "--adapt-steps", "4", "--adapt-warmup", "1", "--adapt-eval-every", "2",
         "--seeds", "0", "--ft-steps", "3", "--ft-batch", "8", "--ft-eval-every", "3",
-        "--max-length", "16",
+        "--max-length", "16", "--matched-shared",
     ]  # fmt: skip
     claims.main(["modular-vs-shared", *argv])
     claims.main(["post-hoc", *argv])
@@ -64,6 +65,21 @@ def test_modular_and_shared_runs_are_scored_per_language(claim_runs):
     shared = json.loads((work / "shared-6" / "eval.json").read_text())["mlm"]
     assert {c: modular[c]["tokens"] for c in MANY} == {c: shared[c]["tokens"] for c in MANY}
     assert modular["en_XX"]["loss"] != shared["en_XX"]["loss"]
+
+
+def test_the_matched_shared_model_has_the_modular_parameter_count(claim_runs):
+    """--matched-shared: one adapter for every row, the FFN widened until the parameters match
+    the modular model's (rounded up to whole FFN units: 2 h + 1 parameters per layer)."""
+    work, _, _ = claim_runs
+    counts = {}
+    for name in ("modular-6", "shared-6", "shared-6-matched"):
+        model, params = xj.XmodForMaskedLM.from_pretrained(work / name / "model")
+        counts[name] = sum(x.size for x in jax.tree.leaves(params))
+        assert (model.config.languages == ("xx_XX",)) == name.startswith("shared")
+    hidden, layers = 64, 1
+    assert counts["shared-6"] < counts["modular-6"]
+    assert 0 <= counts["shared-6-matched"] - counts["modular-6"] < layers * (2 * hidden + 1)
+    assert sorted(json.loads((work / "shared-6-matched" / "eval.json").read_text())["mlm"]) == MANY
 
 
 def test_languages_added_later_train_only_their_rows(claim_runs):
@@ -112,5 +128,6 @@ def test_stages_are_skipped_once_done_and_the_report_has_every_table(claim_runs)
     assert all(f"| {c} |" in text for c in MANY if c not in ("da_DK", "it_IT"))
     assert "| da_DK (added) |" in text and "| it_IT (added) |" in text
     pytest.importorskip("matplotlib")
+    assert "ppl shared-6-matched" in text
     for name in ("modular_vs_shared.png", "learning_curves.png", "post_hoc.png"):
         assert (out / name).stat().st_size > 1000
