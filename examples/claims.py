@@ -50,7 +50,7 @@ from xmod_jax.train.languages import add_language
 from xmod_jax.train.masking import MaskingSpec
 from xmod_jax.train.mlm_data import MixedLanguageBatches, corpus_rows, language_probabilities
 from xmod_jax.train.pretrain_init import pretraining_config
-from xmod_jax.train.pretraining import HeldOutMLM, PretrainConfig, pretrain
+from xmod_jax.train.pretraining import HELD_OUT_SEED, HeldOutMLM, PretrainConfig, pretrain
 from xmod_jax.train.transfer import (
     ClassificationSet,
     finetune_classifier,
@@ -77,24 +77,20 @@ def write_json(path: str, data: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
-def train_chars(args) -> dict[str, int]:
-    """Training characters per language, from the corpus manifest."""
-    with open(os.path.join(args.corpus, "manifest.json"), encoding="utf-8") as f:
-        languages = json.load(f)["languages"]
-    return {code: entry["totals"]["train"]["chars"] for code, entry in languages.items()}
-
-
 def corpus_languages(args) -> list[str]:
     """The `--many` languages: every language with `--min-chars` training characters."""
-    return sorted(code for code, n in train_chars(args).items() if n >= args.min_chars)
+    chars = pretrain_example.train_chars(args.corpus)
+    return sorted(code for code, n in chars.items() if n >= args.min_chars)
 
 
-def expected_rows(args, languages: list[str]) -> dict[str, float]:
-    """Rows of each language a pre-training run over `languages` draws, in expectation
-    (examples/pretrain.py's sampling, p_l ∝ n_l^0.3, times steps x batch)."""
-    chars = train_chars(args)
-    p = language_probabilities([chars[c] for c in languages], 0.3)
-    return {code: float(q) * args.steps * args.batch for code, q in zip(languages, p, strict=True)}
+def rows_drawn(args, name: str) -> dict[str, float]:
+    """Rows of each language that pre-training run `name` drew, in expectation: its sampling
+    probabilities (p_l ∝ n_l^alpha over its languages) x steps x batch, from its run.json."""
+    run = read_json(os.path.join(args.workdir, name, "run.json"))
+    chars = pretrain_example.train_chars(args.corpus)
+    p = language_probabilities([chars[c] for c in run["languages"]], run["alpha"])
+    drawn = p * run["steps"] * run["batch"]
+    return {code: float(n) for code, n in zip(run["languages"], drawn, strict=True)}
 
 
 def run_languages(args) -> dict[str, list[str]]:
@@ -183,9 +179,10 @@ def test_rows(args, tokenizer, languages: list[str]) -> dict[str, np.ndarray]:
 
 def mask_seeds(args) -> dict[str, int]:
     """Each language's held-out mask seed: the one a `--many` run's evaluation gives it
-    (`HeldOutMLM`'s default, 1234 + its index), so that every model, whatever its languages,
-    is scored on the very same masked tokens."""
-    return {code: 1234 + n for n, code in enumerate(sorted(args.many or corpus_languages(args)))}
+    (`HeldOutMLM`'s default, `HELD_OUT_SEED` + its index), so that every model, whatever its
+    languages, is scored on the very same masked tokens."""
+    languages = sorted(args.many or corpus_languages(args))
+    return {code: HELD_OUT_SEED + n for n, code in enumerate(languages)}
 
 
 def mlm_scores(args, model_dir: str, languages: list[str]) -> dict[str, dict[str, float]]:
@@ -425,7 +422,8 @@ def report(args) -> str:
     names = [*compared, "post-hoc"]
     evals = {n: read_json(os.path.join(args.workdir, n, "eval.json")) for n in names}
     table = {n: summary(e) for n, e in evals.items() if e is not None}
-    seen = expected_rows(args, runs[f"modular-{many}"])  # rows per language, from the start
+    # rows per language that the run which had the added languages from the start drew
+    seen = rows_drawn(args, f"modular-{many}") if "post-hoc" in table else {}
     lines = [
         f"# Claims in miniature ({args.workdir})",
         "",
@@ -579,7 +577,7 @@ def plot_all(
         plt.close(fig)
         drawn.append("learning_curves.png")
     curves = [os.path.join(args.workdir, f"adapt-{c}", "log.jsonl") for c in added]
-    if added and all(os.path.exists(p) for p in curves):
+    if seen and all(os.path.exists(p) for p in curves):
         many = next(n for n in reversed(names) if n.startswith("modular"))  # the most languages
         fig, axes = plt.subplots(1, len(added), figsize=(5 * len(added), 3.6), squeeze=False)
         for ax, code in zip(axes[0], added, strict=True):

@@ -47,6 +47,13 @@ from xmod_jax.train.pretraining import (
 SHARED = "xx_XX"  # the shared baseline's one adapter
 
 
+def train_chars(corpus: str) -> dict[str, int]:
+    """Training characters per language, from the corpus's manifest.json."""
+    with open(os.path.join(corpus, "manifest.json"), encoding="utf-8") as f:
+        languages = json.load(f)["languages"]
+    return {code: entry["totals"]["train"]["chars"] for code, entry in languages.items()}
+
+
 def cached_rows(path: str) -> dict[str, dict[str, np.ndarray]]:
     """A run's rows cache (`WORKDIR/rows.npz`) as {"train": {code: rows}, "valid": {...}}."""
     data = np.load(path)
@@ -120,13 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     os.makedirs(args.workdir, exist_ok=True)
-    with open(os.path.join(args.corpus, "manifest.json"), encoding="utf-8") as f:
-        train_chars = {
-            code: entry["totals"]["train"]["chars"]
-            for code, entry in json.load(f)["languages"].items()
-        }
+    chars = train_chars(args.corpus)
     if args.languages is None:
-        args.languages = sorted(c for c, n in train_chars.items() if n >= args.min_chars)
+        args.languages = sorted(c for c, n in chars.items() if n >= args.min_chars)
     tokenizer = xj.XmodTokenizer.from_pretrained(args.vocab)
     rows = load_rows(args, tokenizer)
     codes = sorted(rows["train"])
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     model = xj.XmodForMaskedLM(config)
     spec = MaskingSpec.for_tokenizer(tokenizer)
-    sizes = [train_chars[c] for c in codes]
+    sizes = [chars[c] for c in codes]
     batches = MixedLanguageBatches(
         [rows["train"][c] for c in codes],
         config.lang_ids([SHARED] * len(codes) if args.shared else codes),

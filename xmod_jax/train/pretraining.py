@@ -45,6 +45,7 @@ from xmod_jax.train.optim import make_optimizer
 from xmod_jax.train.steps import TrainState, make_train_step
 
 Batch = dict[str, Any]
+HELD_OUT_SEED = 1234  # HeldOutMLM's default: language n of a set draws its masks from key 1234 + n
 
 
 def masking_transform(spec: MaskingSpec) -> Callable[[Batch, jax.Array], Batch]:
@@ -143,7 +144,7 @@ class HeldOutMLM:
         *,
         pad_id: int,
         batch_size: int = 32,
-        seed: int | dict[str, int] = 1234,
+        seed: int | dict[str, int] = HELD_OUT_SEED,
         adapters: dict[str, str] | None = None,
     ) -> None:
         self.model = model
